@@ -1,0 +1,129 @@
+"""The command line: serve, keys create|list|revoke (the contract's stable interface)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance import __version__
+from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
+from appliance.imaging import ImagingUnavailable
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = env_defaults()
+    parser = argparse.ArgumentParser(
+        prog="pictor", description="Pictor, the self-hosted image library appliance."
+    )
+    parser.add_argument("--version", action="version", version=f"pictor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the appliance")
+    for setting in SETTINGS:
+        serve.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=env[setting.name],
+            help=f"{setting.help} (env {setting.env}; default: {setting.default})",
+        )
+
+    data_dir = next(s for s in SETTINGS if s.name == "data_dir")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    for name, help_text in (
+        ("create", "create a key for a tenant (creating the tenant if new)"),
+        ("list", "list keys (never the secrets)"),
+        ("revoke", "revoke a key at once"),
+    ):
+        sub = keys.add_parser(name, help=help_text)
+        sub.add_argument(
+            data_dir.flag,
+            dest="data_dir",
+            default=env["data_dir"],
+            help=f"{data_dir.help} (env {data_dir.env})",
+        )
+        if name == "create":
+            sub.add_argument("--tenant", required=True, help="tenant name, e.g. default")
+        if name == "revoke":
+            sub.add_argument("key_id", metavar="KEY_ID", help="the id shown by `keys list`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates each thumbnail
+    try:
+        settings = load_settings(vars(args))
+    except ConfigError as exc:
+        print(f"pictor: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(settings))
+        db_path = settings.data_dir / "pictor.db"
+        if args.keys_command != "create" and not db_path.exists():
+            print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
+            return 1
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(_keys(args, db_path))
+    except ImagingUnavailable as exc:
+        print(f"pictor: refusing to start: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        print(f"pictor: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings) -> int:
+    from appliance.app import start_appliance  # imports pyvips; keep `--help` fast
+
+    appliance = await start_appliance(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("pictor").info("shutting down")
+    await appliance.stop()
+    return 0
+
+
+async def _keys(args: argparse.Namespace, db_path: Path) -> int:
+    from appliance.db import Database
+    from appliance.store import KeyStore
+
+    db = await Database.open(db_path)
+    try:
+        keys = KeyStore(db)
+        if args.keys_command == "create":
+            created = await keys.create_key(args.tenant)
+            print(
+                f"Created key {created.key_id} for tenant {created.tenant!r}. "
+                "It is shown only this once:"
+            )
+            print(created.key)
+        elif args.keys_command == "list":
+            print(f"{'KEY_ID':<17} {'TENANT':<17} {'CREATED':<21} {'LAST_USED':<21} STATUS")
+            for k in await keys.list_keys():
+                status = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+                print(
+                    f"{k.id:<17} {k.tenant:<17} {k.created_at:<21} "
+                    f"{k.last_used_at or '-':<21} {status}"
+                )
+        else:
+            if not await keys.revoke(args.key_id):
+                print(f"pictor: no active key {args.key_id!r}", file=sys.stderr)
+                return 1
+            print(f"Revoked key {args.key_id}.")
+        return 0
+    finally:
+        await db.close()

@@ -1,0 +1,103 @@
+"""The settings table: declared once, read from flags and the environment, validated, frozen."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "PICTOR_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: a `serve` flag and its environment variable."""
+
+    name: str
+    default: str | None
+    help: str
+    parse: Callable[[str], object] = str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def _public_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"public URL must look like https://img.example.com, not {value!r}")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "address to listen on"),
+    Setting("port", "8080", "TCP port to listen on (0 picks a free one)", _port),
+    Setting("data_dir", "./data", "directory holding the database and the image files", Path),
+    Setting(
+        "public_url",
+        None,
+        "absolute base of the public URLs (e.g. https://img.example.com); "
+        "default: taken from each request's scheme and Host",
+        _public_url,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./data")
+    public_url: str | None = None
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The raw default of each setting: its environment variable, else the table's default."""
+    environ = os.environ if environ is None else environ
+    return {s.name: environ.get(s.env, s.default) for s in SETTINGS}
+
+
+def load_settings(raw: Mapping[str, object]) -> Settings:
+    """Parse and validate raw values (strings from flags or the environment)."""
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        value = raw.get(setting.name)
+        if value is None or value == "":
+            continue
+        try:
+            values[setting.name] = setting.parse(value) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ConfigError(f"{setting.flag} / {setting.env}: {exc}") from exc
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def bundle_dir() -> Path:
+    """Where read-only files (the gallery) live: inside the PyInstaller bundle, or the repo."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen)
+    return Path(__file__).resolve().parent.parent
+
+
+def static_dir() -> Path:
+    return bundle_dir() / "static"

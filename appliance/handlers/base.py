@@ -1,0 +1,105 @@
+"""What every handler shares: its dependencies, security headers and the one error path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.web
+
+from appliance.config import Settings
+from appliance.errors import ApiError, error_body, generic_code, generic_message
+from appliance.library import Library
+from appliance.store import ImageRecord, KeyStore
+
+log = logging.getLogger("pictor.http")
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a handler may use, handed to it through `initialize`."""
+
+    settings: Settings
+    library: Library
+    keys: KeyStore
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    services: Services
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")  # no response names our software or its version
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one place that renders an error body: the contract's JSON shape."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            body = exc.body()
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        else:
+            reason = self._reason
+            if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            else:
+                message = generic_message(status_code, reason)
+            body = error_body(status_code, generic_code(status_code), message)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError) and value.status < 500:
+            return  # an answer, not a failure
+        super().log_exception(typ, value, tb)
+
+    def send_api_error(self, error: ApiError) -> None:
+        """Answer with an error from outside the handler method (e.g. while streaming)."""
+        if not self._finished:
+            self.send_error(error.status, exc_info=(type(error), error, error.__traceback__))
+
+    def base_url(self) -> str:
+        public = self.services.settings.public_url
+        if public:
+            return public
+        return f"{self.request.protocol}://{self.request.host}"
+
+    def image_json(self, record: ImageRecord) -> dict[str, Any]:
+        url = f"{self.base_url()}/i/{record.id}"
+        return {
+            "id": record.id,
+            "filename": record.filename,
+            "alt_text": record.alt_text,
+            "folder": record.folder,
+            "mime_type": record.mime_type,
+            "size_bytes": record.size_bytes,
+            "width": record.width,
+            "height": record.height,
+            "sha256": record.sha256,
+            "url": url,
+            "thumbnail_url": url + "?variant=thumbnail",
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path no route claims: a JSON 404, whatever the method."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)

@@ -1,0 +1,176 @@
+"""Everything that looks inside image bytes: sniffing, header probes, limits, thumbnails.
+
+All functions here block; callers run them in the imaging executor. `pyvips.Error` never
+leaves this module: it becomes an `ImageRejected` with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyvips
+
+# Decompression-bomb limits, checked on the header before any pixel is decoded.
+MAX_FRAME_PIXELS = 100_000_000  # 100 megapixels: any camera's full frame
+MAX_DIMENSION = 30_000  # pixels on either side
+MAX_TOTAL_PIXELS = 400_000_000  # all frames of an animation together
+MAX_FRAMES = 1_000
+
+THUMBNAIL_SIZE = 320
+THUMBNAIL_FRAMES = 50  # animated thumbnails keep at most this many frames
+THUMBNAIL_VERSION = "1"  # part of the thumbnail's ETag; bump when the output changes
+
+_ALLOWED_LOADERS = (
+    "VipsForeignLoadJpeg",
+    "VipsForeignLoadPng",
+    "VipsForeignLoadNsgif",
+    "VipsForeignLoadWebp",
+)
+
+# The family of each type, as libvips names its loader ("jpegload", "pngload", ...).
+FAMILIES = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
+
+
+class ImageRejected(Exception):
+    """The bytes are not an image we accept; `code` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ImagingUnavailable(RuntimeError):
+    """pyvips is not usable as we require (API mode, our loaders only)."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    mime_type: str
+    width: int
+    height: int  # of one frame
+    pages: int
+
+
+def init_pyvips() -> str:
+    """Lock libvips down before any image is touched; returns a line for the start-up log.
+
+    Only the JPEG, PNG, GIF and WebP loaders may ever run: every other loader (SVG, PDF,
+    TIFF, HEIF, magick, ...) is blocked, and so is anything libvips marks untrusted.
+    """
+    if not pyvips.API_mode:
+        raise ImagingUnavailable(
+            "pyvips is running in ABI mode: the libvips of the pyvips-binary wheel was not "
+            "loaded. Reinstall pyvips-binary (and do not strip a packaged executable)."
+        )
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for loader in _ALLOWED_LOADERS:
+        pyvips.operation_block_set(loader, False)
+    pyvips.cache_set_max(0)  # we never reopen the same file soon; do not pin memory
+    pyvips.concurrency_set(1)  # parallelism comes from the executor, one image per thread
+    version = ".".join(str(pyvips.version(i)) for i in range(3))
+    return f"libvips {version} (API mode)"
+
+
+def sniff(head: bytes) -> str | None:
+    """The MIME type from the magic numbers, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _describe(exc: pyvips.Error) -> str:
+    detail = " ".join(str(exc.detail or "").split())
+    return detail[:200] or "it could not be decoded"
+
+
+def probe(path: str, mime_type: str) -> ImageInfo:
+    """Read the header with the loader of the sniffed type only, and apply the bomb limits."""
+    family = FAMILIES[mime_type]
+    loader = getattr(pyvips.Image, family + "load")
+    try:
+        image = loader(path, access="sequential", fail_on="error")
+        loaded_by = str(image.get("vips-loader"))
+        pages = int(image.get("n-pages")) if image.get_typeof("n-pages") else 1
+    except pyvips.Error as exc:
+        raise ImageRejected(
+            "malformed_image",
+            f"The file is not a readable {family.upper()} image: {_describe(exc)}.",
+        ) from exc
+    if not loaded_by.startswith(family):
+        raise ImageRejected(
+            "unsupported_media_type", "The file's content is not a supported image."
+        )
+    width, height = image.width, image.height
+    if (
+        width > MAX_DIMENSION
+        or height > MAX_DIMENSION
+        or width * height > MAX_FRAME_PIXELS
+        or pages > MAX_FRAMES
+        or width * height * pages > MAX_TOTAL_PIXELS
+    ):
+        raise ImageRejected(
+            "image_too_large",
+            f"The image is {width}x{height} pixels"
+            + (f" in {pages} frames" if pages > 1 else "")
+            + f"; the limit is {MAX_DIMENSION} pixels a side, {MAX_FRAME_PIXELS // 1_000_000} "
+            f"megapixels a frame and {MAX_FRAMES} frames. Scale it down and upload it again.",
+        )
+    return ImageInfo(mime_type=mime_type, width=width, height=height, pages=max(pages, 1))
+
+
+def thumbnail(path: str, info: ImageInfo) -> bytes:
+    """A thumbnail at most 320x320, never upscaled, EXIF orientation applied, sRGB, 8 bit,
+    metadata stripped, in the original's format family; animations stay animated.
+
+    It decodes the whole file (at the reduced scale where the format allows shrink-on-load),
+    so it also proves that the image is complete: truncated or corrupt files raise
+    `ImageRejected`.
+    """
+    family = FAMILIES[info.mime_type]
+    kwargs: dict[str, Any] = {"height": THUMBNAIL_SIZE, "size": "down", "fail_on": "error"}
+    if family in ("gif", "webp") and info.pages > 1:
+        # Loader options ride on the file name; our paths end in a hex digest, never in "]".
+        path = f"{path}[n={min(info.pages, THUMBNAIL_FRAMES)}]"
+    try:
+        image = pyvips.Image.thumbnail(path, THUMBNAIL_SIZE, **kwargs)
+        image = _to_srgb8(image)
+        return _save(image, family)
+    except pyvips.Error as exc:
+        raise ImageRejected(
+            "malformed_image",
+            f"The file is damaged or incomplete and cannot be decoded: {_describe(exc)}.",
+        ) from exc
+
+
+def _to_srgb8(image: pyvips.Image) -> pyvips.Image:
+    """CMYK, Lab, 16-bit and float images become 8-bit sRGB (or 8-bit grey)."""
+    interpretation = str(image.interpretation)
+    target = "b-w" if interpretation in ("b-w", "grey16") else "srgb"
+    if interpretation != target or image.format != "uchar":
+        image = image.colourspace(target)
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image
+
+
+def _save(image: pyvips.Image, family: str) -> bytes:
+    if family == "jpeg":
+        if image.hasalpha():
+            image = image.flatten(background=[255])
+        data = image.jpegsave_buffer(Q=85, optimize_coding=True, keep="none")
+    elif family == "png":
+        data = image.pngsave_buffer(compression=6, keep="none")
+    elif family == "gif":
+        data = image.gifsave_buffer(keep="none")
+    else:
+        data = image.webpsave_buffer(Q=80, keep="none")
+    return bytes(data)

@@ -1,0 +1,75 @@
+"""Ordered, named schema steps. Each runs once, inside a transaction, and is recorded."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_tenants_and_keys",
+        """
+        CREATE TABLE tenants (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,                 -- public part of the key, shown in `keys list`
+            tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+            secret_sha256 BLOB NOT NULL,         -- the secret part is stored only as a hash
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        );
+        """,
+    ),
+    (
+        "0002_images",
+        """
+        CREATE TABLE images (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- upload order; never reused
+            id TEXT NOT NULL UNIQUE,                 -- public, unguessable
+            tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+            filename TEXT NOT NULL,
+            alt_text TEXT NOT NULL DEFAULT '',
+            folder TEXT,
+            mime_type TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            deleted_at TEXT                          -- tombstone: the proxy answers 410 for ever
+        );
+        CREATE INDEX images_live_by_tenant ON images(tenant_id, seq)
+            WHERE deleted_at IS NULL;
+        CREATE INDEX images_live_by_folder ON images(tenant_id, folder, seq)
+            WHERE deleted_at IS NULL;
+        CREATE INDEX images_live_by_blob ON images(sha256) WHERE deleted_at IS NULL;
+        """,
+    ),
+    (
+        "0003_search_index",
+        # Literal substring search that does not scan every row: FTS5's trigram tokenizer
+        # answers any substring of three or more characters from the index. Only live
+        # images are indexed; an external-content row must only be 'delete'd if indexed.
+        """
+        CREATE VIRTUAL TABLE images_fts USING fts5(
+            filename, alt_text, content='images', content_rowid='seq', tokenize='trigram'
+        );
+        CREATE TRIGGER images_fts_insert AFTER INSERT ON images WHEN new.deleted_at IS NULL
+        BEGIN
+            INSERT INTO images_fts(rowid, filename, alt_text)
+                VALUES (new.seq, new.filename, new.alt_text);
+        END;
+        CREATE TRIGGER images_fts_update AFTER UPDATE OF filename, alt_text, deleted_at ON images
+        BEGIN
+            INSERT INTO images_fts(images_fts, rowid, filename, alt_text)
+                SELECT 'delete', old.seq, old.filename, old.alt_text
+                WHERE old.deleted_at IS NULL;
+            INSERT INTO images_fts(rowid, filename, alt_text)
+                SELECT new.seq, new.filename, new.alt_text
+                WHERE new.deleted_at IS NULL;
+        END;
+        """,
+    ),
+)

@@ -1,0 +1,191 @@
+"""The real appliance on an ephemeral port with a temporary data directory, for every test.
+
+The server runs in a thread of its own with its own event loop; tests talk to it over real
+sockets with `http.client`, so every header and byte is what a client would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.app import Appliance, start_appliance
+from appliance.config import Settings
+
+DEFAULT = object()
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header_dict(self) -> dict[str, str]:
+        """All headers, lower-cased names, minus the ones that vary per request (Date)."""
+        return {k.lower(): v for k, v in self.headers.items() if k.lower() != "date"}
+
+
+def multipart(
+    fields: list[tuple[str, str | bytes, str | None, str | None]], boundary: str | None = None
+) -> tuple[bytes, str]:
+    """Encode (name, value, filename, content_type) parts; returns (body, content type)."""
+    boundary = boundary or "pictorboundary" + uuid.uuid4().hex
+    out = bytearray()
+    for name, value, filename, ctype in fields:
+        out += f"--{boundary}\r\n".encode()
+        disp = f'form-data; name="{name}"'
+        if filename is not None:
+            disp += f'; filename="{filename}"'
+        out += f"Content-Disposition: {disp}\r\n".encode()
+        if ctype:
+            out += f"Content-Type: {ctype}\r\n".encode()
+        out += b"\r\n"
+        out += value.encode() if isinstance(value, str) else value
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class Server:
+    app: Appliance
+    loop: asyncio.AbstractEventLoop
+    data_dir: Path
+    api_key: str
+    host: str = "127.0.0.1"
+    _conns: list[http.client.HTTPConnection] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.app.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop (e.g. to seed the store) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def new_key(self, tenant: str) -> str:
+        return str(self.call(self.app.keys.create_key(tenant)).key)
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self._conns.append(conn)
+        return conn
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+        key: Any = DEFAULT,
+        json_body: Any = None,
+    ) -> Response:
+        hdrs = dict(headers or {})
+        if key is DEFAULT:
+            key = self.api_key if path.startswith("/v3") else None
+        if key is not None:
+            hdrs.setdefault("Authorization", f"Bearer {key}")
+        if json_body is not None:
+            body = json.dumps(json_body)
+            hdrs.setdefault("Content-Type", "application/json")
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            return Response(resp.status, resp.reason, resp.headers, data)
+        finally:
+            conn.close()
+
+    def upload(
+        self,
+        data: bytes,
+        filename: str = "image.png",
+        *,
+        alt_text: str | None = None,
+        folder: str | None = None,
+        content_type: str = "application/octet-stream",
+        key: Any = DEFAULT,
+    ) -> Response:
+        parts: list[tuple[str, str | bytes, str | None, str | None]] = [
+            ("file", data, filename, content_type)
+        ]
+        if alt_text is not None:
+            parts.append(("alt_text", alt_text, None, None))
+        if folder is not None:
+            parts.append(("folder", folder, None, None))
+        body, ctype = multipart(parts)
+        return self.request(
+            "POST", "/v3/images", body=body, headers={"Content-Type": ctype}, key=key
+        )
+
+
+def run_server(
+    data_dir: Path, **overrides: Any
+) -> tuple[Appliance, asyncio.AbstractEventLoop, threading.Thread]:
+    """Start the appliance in a thread with its own event loop; returns once it listens."""
+    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, **overrides)
+    started: Future[Appliance] = Future()
+    loop = asyncio.new_event_loop()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            app = loop.run_until_complete(start_appliance(settings, announce=False))
+        except BaseException as exc:
+            started.set_exception(exc)
+            return
+        started.set_result(app)
+        loop.run_forever()
+        loop.run_until_complete(app.stop())
+        loop.close()
+
+    thread = threading.Thread(target=main, name="pictor-test-server", daemon=True)
+    thread.start()
+    return started.result(timeout=60), loop, thread
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
+    running: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+
+    def start(data_dir: Path | None = None, **overrides: Any) -> Server:
+        data_dir = data_dir or tmp_path / f"data{len(running)}"
+        app, loop, thread = run_server(data_dir, **overrides)
+        running.append((loop, thread))
+        srv = Server(app=app, loop=loop, data_dir=data_dir, api_key="")
+        srv.api_key = srv.new_key("default")
+        return srv
+
+    yield start
+    for loop, thread in running:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def server(server_factory: Any) -> Server:
+    """A fresh appliance: empty data directory, one key for tenant "default"."""
+    return server_factory()  # type: ignore[no-any-return]
