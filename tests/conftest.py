@@ -68,8 +68,15 @@ class Server:
     loop: asyncio.AbstractEventLoop
     data_dir: Path
     api_key: str
+    thread: threading.Thread | None = None
     host: str = "127.0.0.1"
     _conns: list[http.client.HTTPConnection] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the server (closing its database) and wait for it; idempotent."""
+        if self.thread is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
 
     @property
     def port(self) -> int:
@@ -169,20 +176,19 @@ def run_server(
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Any]:
     """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
-    running: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+    running: list[Server] = []
 
     def start(data_dir: Path | None = None, **overrides: Any) -> Server:
         data_dir = data_dir or tmp_path / f"data{len(running)}"
         app, loop, thread = run_server(data_dir, **overrides)
-        running.append((loop, thread))
-        srv = Server(app=app, loop=loop, data_dir=data_dir, api_key="")
+        srv = Server(app=app, loop=loop, data_dir=data_dir, api_key="", thread=thread)
+        running.append(srv)
         srv.api_key = srv.new_key("default")
         return srv
 
     yield start
-    for loop, thread in running:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
+    for srv in running:
+        srv.stop()
 
 
 @pytest.fixture

@@ -37,6 +37,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
 
+    def compute_etag(self) -> None:
+        return None  # no automatic body-hash ETags: /v3 is no-store, /i/ sets its own
+
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -58,10 +61,12 @@ class BaseHandler(tornado.web.RequestHandler):
             body = error_body(status_code, generic_code(status_code), message)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
-        if self.request.method == "HEAD":
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.request.method == "HEAD":  # the headers GET would send, and no body
+            self.set_header("Content-Length", str(len(payload)))
             self.finish()
             return
-        self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+        self.finish(payload)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) and value.status < 500:

@@ -118,9 +118,6 @@ class PublicImageHandler(BaseHandler):
         self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
         self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
 
-    def compute_etag(self) -> None:
-        return None  # our ETag comes from the content hash, never from Tornado's body hash
-
     @property
     def library(self) -> Library:
         return self.services.library
