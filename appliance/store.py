@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import string
 import time
 from dataclasses import dataclass
@@ -347,3 +348,23 @@ class KeyStore:
             await conn.execute(
                 "UPDATE api_keys SET last_used_at = ? WHERE id = ?", (utcnow(), key_id)
             )
+
+
+# -- the same statements for a plain sqlite3 connection (the `backup` tool's copy) --------
+
+
+def snapshot_live_digests(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
+    return [str(r[0]) for r in rows]
+
+
+def snapshot_delete_by_digest(conn: sqlite3.Connection, digests: list[str]) -> None:
+    with conn:
+        conn.executemany(
+            "UPDATE images SET deleted_at = ? WHERE sha256 = ? AND deleted_at IS NULL",
+            [(utcnow(), sha) for sha in digests],
+        )
+
+
+def snapshot_live_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM images WHERE deleted_at IS NULL").fetchone()[0])

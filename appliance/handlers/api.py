@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import tornado.web
 
 from appliance import uploads, validation
 from appliance.blobs import TempBlob
-from appliance.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from appliance.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from appliance.handlers.base import BaseHandler
 from appliance.library import UploadForm
 from appliance.store import Tenant
@@ -32,20 +39,34 @@ class ApiHandler(BaseHandler):
 
     async def prepare(self) -> None:
         scheme, _, key = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        has_key = scheme.lower() == "bearer" and bool(key.strip())
+        tenant = await self.services.keys.authenticate(key.strip()) if has_key else None
+        if tenant is None:
+            self._refuse(has_key)
+        self.tenant = tenant
+
+    def _refuse(self, had_key: bool) -> NoReturn:
+        """401, or 429 once this address has failed too often (a good key is never slowed)."""
+        client = self.request.remote_ip or "?"
+        limiter = self.services.auth_failures
+        wait = limiter.retry_after(client)
+        if wait:
+            raise TooManyRequests(
+                f"Too many failed attempts to authenticate; try again in {wait} seconds.",
+                headers={"Retry-After": str(wait)},
+            )
+        limiter.record_failure(client)
+        if not had_key:
             raise Unauthorized(
                 "Send your API key in the header 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
                 headers={"WWW-Authenticate": 'Bearer realm="pictor"'},
             )
-        tenant = await self.services.keys.authenticate(key.strip())
-        if tenant is None:
-            raise Unauthorized(
-                "This API key is not valid or has been revoked.",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": 'Bearer realm="pictor", error="invalid_token"'},
-            )
-        self.tenant = tenant
+        raise Unauthorized(
+            "This API key is not valid or has been revoked.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="pictor", error="invalid_token"'},
+        )
 
     def query(self, name: str) -> str | None:
         values = self.request.query_arguments.get(name)

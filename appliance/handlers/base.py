@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.web
@@ -12,6 +12,7 @@ import tornado.web
 from appliance.config import Settings
 from appliance.errors import ApiError, error_body, generic_code, generic_message
 from appliance.library import Library
+from appliance.ratelimit import FailureLimiter
 from appliance.store import ImageRecord, KeyStore
 
 log = logging.getLogger("pictor.http")
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     library: Library
     keys: KeyStore
+    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
 
 class BaseHandler(tornado.web.RequestHandler):

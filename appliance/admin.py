@@ -1,0 +1,124 @@
+"""Data tools for admins: `verify` re-hashes every blob, `backup` copies a consistent library.
+
+Both work on a data directory that a running appliance is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.blobs import BlobStore, fsync_dir
+from appliance.db import Database
+from appliance.store import (
+    ImageStore,
+    snapshot_delete_by_digest,
+    snapshot_live_count,
+    snapshot_live_digests,
+)
+
+DB_NAME = "pictor.db"
+
+
+@dataclass
+class VerifyReport:
+    images: int = 0
+    blobs: int = 0
+    missing: list[str] = field(default_factory=list)  # "img_... (sha)"
+    corrupt: list[str] = field(default_factory=list)
+    integrity: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt and self.integrity == "ok"
+
+
+def _sha256_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+async def verify(data_dir: Path) -> VerifyReport:
+    """Every live image's blob exists and hashes to its recorded digest; SQLite is sound."""
+    db = await Database.open(data_dir / DB_NAME)
+    try:
+        report = VerifyReport(integrity=await db.integrity_check())
+        blobs = BlobStore(data_dir)
+        checked: dict[str, str | None] = {}
+        for image in await ImageStore(db).live_images():
+            report.images += 1
+            if image.sha256 not in checked:
+                checked[image.sha256] = await asyncio.to_thread(
+                    _sha256_of, blobs.path(image.sha256)
+                )
+            actual = checked[image.sha256]
+            label = f"{image.id} ({image.sha256})"
+            if actual is None:
+                report.missing.append(label)
+            elif actual != image.sha256:
+                report.corrupt.append(label)
+        report.blobs = len(checked)
+        return report
+    finally:
+        await db.close()
+
+
+@dataclass
+class BackupReport:
+    images: int
+    blobs: int
+    vanished: int  # deleted while the backup ran: recorded as deleted in the copy
+
+
+def _backup(data_dir: Path, dest: Path) -> BackupReport:
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; back up into a new directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    # 1. A consistent snapshot of the database through SQLite's online backup API.
+    source = sqlite3.connect(data_dir / DB_NAME)
+    target = sqlite3.connect(dest / DB_NAME)
+    try:
+        with target:
+            source.backup(target)
+    finally:
+        source.close()
+    src_blobs, dst_blobs = BlobStore(data_dir), BlobStore(dest)
+    try:
+        digests = snapshot_live_digests(target)
+        vanished: list[str] = []
+        # 2. The blobs the snapshot uses. Blobs never change; one may vanish if its last
+        # image was deleted after the snapshot: that image is then deleted in the copy too.
+        for sha in digests:
+            dst = dst_blobs.path(sha)
+            dst.parent.mkdir(exist_ok=True)
+            try:
+                shutil.copyfile(src_blobs.path(sha), dst)
+            except FileNotFoundError:
+                vanished.append(sha)
+                continue
+            with open(dst, "rb") as f:
+                os.fsync(f.fileno())
+        for parent in {dst_blobs.path(sha).parent for sha in digests}:
+            if parent.exists():
+                fsync_dir(parent)
+        snapshot_delete_by_digest(target, vanished)
+        images = snapshot_live_count(target)
+    finally:
+        target.close()
+    fsync_dir(dest)
+    return BackupReport(images=images, blobs=len(digests) - len(vanished), vanished=len(vanished))
+
+
+async def backup(data_dir: Path, dest: Path) -> BackupReport:
+    return await asyncio.to_thread(_backup, data_dir, dest)
