@@ -21,6 +21,7 @@ from appliance.handlers.api import (
     FoldersHandler,
     ImageHandler,
     ImagesHandler,
+    OpenApiHandler,
 )
 from appliance.handlers.base import NotFoundHandler, Services
 from appliance.handlers.gallery import GalleryHandler, StaticHandler
@@ -38,6 +39,7 @@ def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Appl
             (r"/v3/images/?", ImagesHandler, deps),
             (r"/v3/images/folders/?", FoldersHandler, deps),
             (r"/v3/images/([^/]+)/?", ImageHandler, deps),
+            (r"/v3/openapi.json", OpenApiHandler, deps),
             (r"/v3(?:/.*)?", ApiNotFoundHandler, deps),
             (r"/i/([^/]+)", PublicImageHandler, {**deps, "cache": cache}),
             (r"/", GalleryHandler, deps),

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import tornado.web
 
-from appliance import uploads, validation
+from appliance import openapi, uploads, validation
 from appliance.blobs import TempBlob
 from appliance.errors import (
     ApiError,
@@ -228,3 +228,10 @@ class ApiNotFoundHandler(ApiHandler):
     async def prepare(self) -> None:
         await super().prepare()
         raise NotFound("There is no API route at this path.", code="route_not_found")
+
+
+class OpenApiHandler(ApiHandler):
+    """The API's OpenAPI 3.1 description (behind auth, like everything under /v3)."""
+
+    def get(self) -> None:
+        self.write_json(openapi.document())

@@ -1,0 +1,219 @@
+"""The OpenAPI 3.1 description of the API, served at /v3/openapi.json and kept true by tests
+(schemathesis checks every response against it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance import __version__
+from appliance.uploads import MAX_FILE_BYTES
+from appliance.validation import MAX_ALT_TEXT, MAX_FOLDER, MAX_SEARCH
+
+_ERROR_CODES_NOTE = "A stable machine-readable code, e.g. unsupported_media_type."
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_IMAGE_ID = {
+    "name": "image_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+}
+
+_COMMON_ERRORS = {
+    "400": _error("Bad input"),
+    "401": _error("Missing, invalid or revoked API key"),
+    "429": _error("Too many failed authentication attempts from this address"),
+}
+
+
+def document() -> dict[str, Any]:
+    image_properties: dict[str, Any] = {
+        "id": {"type": "string", "pattern": "^img_[A-Za-z0-9]{22}$"},
+        "filename": {"type": "string"},
+        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
+        "folder": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_FOLDER},
+        "mime_type": {"enum": ["image/jpeg", "image/png", "image/gif", "image/webp"]},
+        "size_bytes": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES},
+        "width": {"type": "integer", "minimum": 1},
+        "height": {"type": "integer", "minimum": 1},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "url": {"type": "string", "format": "uri"},
+        "thumbnail_url": {"type": "string", "format": "uri"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Pictor images API",
+            "version": __version__,
+            "description": "The tenant image library. Public image URLs are served at "
+            "/i/{image_id} without authentication.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Image": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": sorted(image_properties),
+                    "properties": image_properties,
+                },
+                "ImageList": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["images", "page", "page_size", "total"],
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Image"},
+                        },
+                        "page": {"type": "integer", "minimum": 1},
+                        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "total": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "Folders": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["folders"],
+                    "properties": {"folders": {"type": "array", "items": {"type": "string"}}},
+                },
+                "ImagePatch": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
+                        "folder": {"type": ["string", "null"], "maxLength": MAX_FOLDER},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["status", "code", "message"],
+                            "properties": {
+                                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                                "code": {"type": "string", "description": _ERROR_CODES_NOTE},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v3/images": {
+                "get": {
+                    "operationId": "listImages",
+                    "summary": "List images, newest first",
+                    "parameters": [
+                        {"name": "folder", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "search",
+                            "in": "query",
+                            "schema": {"type": "string", "maxLength": MAX_SEARCH},
+                        },
+                        {
+                            "name": "page",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                        {
+                            "name": "page_size",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                    ],
+                    "responses": {"200": _json("ImageList", "A page of images"), **_COMMON_ERRORS},
+                },
+                "post": {
+                    "operationId": "uploadImage",
+                    "summary": "Upload an image (JPEG, PNG, GIF or WebP, at most 10 MB)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {
+                                        "file": {"type": "string", "format": "binary"},
+                                        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
+                                        "folder": {"type": "string", "maxLength": MAX_FOLDER},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Image", "The stored image"),
+                        **_COMMON_ERRORS,
+                        "413": _error("The file is larger than 10 MB"),
+                    },
+                },
+            },
+            "/v3/images/folders": {
+                "get": {
+                    "operationId": "listFolders",
+                    "summary": "Folder names in use, sorted",
+                    "responses": {"200": _json("Folders", "The folders"), **_COMMON_ERRORS},
+                }
+            },
+            "/v3/images/{image_id}": {
+                "parameters": [_IMAGE_ID],
+                "get": {
+                    "operationId": "getImage",
+                    "responses": {
+                        "200": _json("Image", "The image"),
+                        **_COMMON_ERRORS,
+                        "404": _error("No such image for this tenant"),
+                    },
+                },
+                "patch": {
+                    "operationId": "updateImage",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ImagePatch"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Image", "The updated image"),
+                        **_COMMON_ERRORS,
+                        "404": _error("No such image for this tenant"),
+                        "413": _error("The body is too large"),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteImage",
+                    "responses": {
+                        "204": {"description": "Deleted; /i/{image_id} answers 410 from now on"},
+                        **_COMMON_ERRORS,
+                        "404": _error("No such image for this tenant"),
+                    },
+                },
+            },
+        },
+    }
