@@ -1,4 +1,5 @@
-"""The command line: serve, keys create|list|revoke (the contract's stable interface)."""
+"""The command line: serve, keys create|list|revoke (the contract's stable interface), and the
+admin tools verify and backup."""
 
 from __future__ import annotations
 
@@ -52,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--tenant", required=True, help="tenant name, e.g. default")
         if name == "revoke":
             sub.add_argument("key_id", metavar="KEY_ID", help="the id shown by `keys list`")
+
+    for name, help_text in (
+        ("verify", "re-hash every stored image against its record; exit 1 on any problem"),
+        ("backup", "write a consistent copy of the library into a new directory"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            data_dir.flag,
+            dest="data_dir",
+            default=env["data_dir"],
+            help=f"{data_dir.help} (env {data_dir.env})",
+        )
+        if name == "backup":
+            sub.add_argument("dest", metavar="DEST", type=Path, help="a new or empty directory")
     return parser
 
 
@@ -70,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
         db_path = settings.data_dir / "pictor.db"
+        if args.command in ("verify", "backup"):
+            if not db_path.exists():
+                print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
+                return 1
+            return asyncio.run(_admin(args, settings.data_dir))
         if args.keys_command != "create" and not db_path.exists():
             print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
             return 1
@@ -94,6 +114,29 @@ async def _serve(settings: Settings) -> int:
     await stop.wait()
     logging.getLogger("pictor").info("shutting down")
     await appliance.stop()
+    return 0
+
+
+async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
+    from appliance import admin
+
+    if args.command == "verify":
+        report = await admin.verify(data_dir)
+        for label in report.missing:
+            print(f"MISSING  {label}")
+        for label in report.corrupt:
+            print(f"CORRUPT  {label}")
+        print(
+            f"checked {report.images} image(s) over {report.blobs} blob(s): "
+            f"{len(report.missing)} missing, {len(report.corrupt)} corrupt; "
+            f"database integrity: {report.integrity}"
+        )
+        return 0 if report.ok else 1
+    result = await admin.backup(data_dir, args.dest)
+    print(
+        f"backed up {result.images} image(s) in {result.blobs} blob(s) to {args.dest}"
+        + (f"; {result.vanished} deleted meanwhile" if result.vanished else "")
+    )
     return 0
 
 
