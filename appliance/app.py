@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from appliance import imaging, uploads
@@ -49,6 +50,22 @@ def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Appl
         default_handler_args=deps,
         compress_response=False,
         xheaders=False,
+        log_function=_log_request,
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Errors and API calls are logged; successful public image hits are not (a newsletter
+    burst would otherwise write a log line per mail client)."""
+    status = handler.get_status()
+    if status < 400 and handler.request.path.startswith("/i/"):
+        return
+    access_log.log(
+        logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR,
+        "%d %s %.2fms",
+        status,
+        handler._request_summary(),
+        1000.0 * handler.request.request_time(),
     )
 
 
