@@ -17,6 +17,7 @@ from appliance import imaging, uploads
 from appliance.blobs import BlobStore
 from appliance.config import Settings, static_dir
 from appliance.db import Database
+from appliance.fastpath import FastPublicRouter
 from appliance.handlers.api import (
     ApiNotFoundHandler,
     FoldersHandler,
@@ -107,9 +108,14 @@ async def open_services(
 
 
 async def start_appliance(
-    settings: Settings, *, announce: bool = True, sockets: list[socket.socket] | None = None
+    settings: Settings,
+    *,
+    announce: bool = True,
+    sockets: list[socket.socket] | None = None,
+    fast_path: bool = True,
 ) -> Appliance:
-    """Open the data directory, sweep a crash's leftovers, and listen."""
+    """Open the data directory, sweep a crash's leftovers, and listen. (`fast_path=False`
+    lets the tests hold the plain handler to the same answers as the fast lane.)"""
     vips = imaging.init_pyvips()
     db, keys, library, pools = await open_services(settings)
     temps, orphans = await library.sweep()
@@ -120,7 +126,7 @@ async def start_appliance(
     library.on_delete.append(cache.forget)
     app = make_app(Services(settings=settings, library=library, keys=keys), cache)
     server = HTTPServer(
-        app,
+        FastPublicRouter(app, library, cache) if fast_path else app,
         max_body_size=uploads.MAX_BODY_BYTES + 1024 * 1024,  # our own 413 answers first
         idle_connection_timeout=60,
         body_timeout=120,

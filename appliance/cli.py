@@ -104,13 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from tornado.netutil import bind_sockets
+
     from appliance.app import start_appliance  # imports pyvips; keep `--help` fast
 
-    appliance = await start_appliance(settings)
+    # Handlers first: a signal that arrives while starting (right after the announcement,
+    # say) must still stop cleanly, not interrupt start-up with the database open.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Bind before the data directory is opened: a port in use fails at once, cleanly.
+    sockets = bind_sockets(settings.port, settings.host)
+    try:
+        appliance = await start_appliance(settings, sockets=sockets)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     await stop.wait()
     logging.getLogger("pictor").info("shutting down")
     await appliance.stop()

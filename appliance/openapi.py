@@ -7,7 +7,13 @@ from typing import Any
 
 from appliance import __version__
 from appliance.uploads import MAX_FILE_BYTES
-from appliance.validation import MAX_ALT_TEXT, MAX_FOLDER, MAX_SEARCH
+from appliance.validation import (
+    MAX_ALT_TEXT,
+    MAX_FOLDER,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    MAX_SEARCH,
+)
 
 _ERROR_CODES_NOTE = "A stable machine-readable code, e.g. unsupported_media_type."
 
@@ -25,6 +31,12 @@ def _json(ref: str, description: str) -> dict[str, Any]:
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
     }
 
+
+# No control characters, as appliance.validation enforces (text may hold tabs and newlines).
+_TEXT = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+_LABEL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_ALT_TEXT = {"type": "string", "maxLength": MAX_ALT_TEXT, "pattern": _TEXT}
+_FOLDER = {"type": "string", "maxLength": MAX_FOLDER, "pattern": _LABEL}
 
 _IMAGE_ID = {
     "name": "image_id",
@@ -44,8 +56,8 @@ def document() -> dict[str, Any]:
     image_properties: dict[str, Any] = {
         "id": {"type": "string", "pattern": "^img_[A-Za-z0-9]{22}$"},
         "filename": {"type": "string"},
-        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
-        "folder": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_FOLDER},
+        "alt_text": _ALT_TEXT,
+        "folder": {**_FOLDER, "type": ["string", "null"], "minLength": 1},
         "mime_type": {"enum": ["image/jpeg", "image/png", "image/gif", "image/webp"]},
         "size_bytes": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES},
         "width": {"type": "integer", "minimum": 1},
@@ -82,8 +94,8 @@ def document() -> dict[str, Any]:
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Image"},
                         },
-                        "page": {"type": "integer", "minimum": 1},
-                        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "page": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                        "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                         "total": {"type": "integer", "minimum": 0},
                     },
                 },
@@ -97,8 +109,8 @@ def document() -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
-                        "folder": {"type": ["string", "null"], "maxLength": MAX_FOLDER},
+                        "alt_text": _ALT_TEXT,
+                        "folder": {**_FOLDER, "type": ["string", "null"]},
                     },
                 },
                 "Error": {
@@ -131,17 +143,21 @@ def document() -> dict[str, Any]:
                         {
                             "name": "search",
                             "in": "query",
-                            "schema": {"type": "string", "maxLength": MAX_SEARCH},
+                            "schema": {"type": "string", "maxLength": MAX_SEARCH, "pattern": _TEXT},
                         },
                         {
                             "name": "page",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1},
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
                         },
                         {
                             "name": "page_size",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE_SIZE,
+                            },
                         },
                     ],
                     "responses": {"200": _json("ImageList", "A page of images"), **_COMMON_ERRORS},
@@ -158,8 +174,8 @@ def document() -> dict[str, Any]:
                                     "required": ["file"],
                                     "properties": {
                                         "file": {"type": "string", "format": "binary"},
-                                        "alt_text": {"type": "string", "maxLength": MAX_ALT_TEXT},
-                                        "folder": {"type": "string", "maxLength": MAX_FOLDER},
+                                        "alt_text": _ALT_TEXT,
+                                        "folder": _FOLDER,
                                     },
                                 }
                             }

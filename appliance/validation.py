@@ -10,6 +10,8 @@ MAX_ALT_TEXT = 1_000
 MAX_FOLDER = 100
 MAX_FILENAME = 255
 MAX_SEARCH = 200
+MAX_PAGE = 1_000_000_000  # keeps (page - 1) * page_size inside SQLite's 64-bit integers
+MAX_PAGE_SIZE = 100
 
 
 def _check_text(name: str, value: str) -> None:
@@ -69,6 +71,9 @@ def search(value: str | None) -> str | None:
             f"search is {len(value)} characters long; at most {MAX_SEARCH} are allowed.",
             code="invalid_parameter",
         )
+    # No stored label holds one, and a NUL breaks SQLite's FTS5 query parser (a 500).
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
+        raise BadRequest("search must not contain control characters.", code="invalid_parameter")
     return value
 
 

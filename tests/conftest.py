@@ -149,7 +149,7 @@ class Server:
 
 
 def run_server(
-    data_dir: Path, **overrides: Any
+    data_dir: Path, fast_path: bool = True, **overrides: Any
 ) -> tuple[Appliance, asyncio.AbstractEventLoop, threading.Thread]:
     """Start the appliance in a thread with its own event loop; returns once it listens."""
     settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, **overrides)
@@ -159,7 +159,9 @@ def run_server(
     def main() -> None:
         asyncio.set_event_loop(loop)
         try:
-            app = loop.run_until_complete(start_appliance(settings, announce=False))
+            app = loop.run_until_complete(
+                start_appliance(settings, announce=False, fast_path=fast_path)
+            )
         except BaseException as exc:
             started.set_exception(exc)
             return

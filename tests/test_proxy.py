@@ -14,6 +14,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -53,11 +54,25 @@ def upload(server: Server, data: bytes, name: str = "x.png", mime: str = "image/
     return Uploaded(id=body["id"], data=data, mime=mime, json=body)
 
 
-@pytest.fixture(params=["cached", "streamed"])
+@pytest.fixture(params=["handler", "fast"])
+def server(request: pytest.FixtureRequest, server_factory: Any) -> Server:
+    """Every proxy test runs against the plain handler and against the fast lane that
+    answers hot images (appliance/fastpath.py): both must give the same answers."""
+    srv: Server = server_factory(fast_path=request.param == "fast")
+    srv.mode = request.param  # type: ignore[attr-defined]
+    return srv
+
+
+@pytest.fixture(params=["small", "large"])
 def img(request: pytest.FixtureRequest, server: Server) -> Uploaded:
-    # 3 MiB is over the in-memory body limit (1 MiB): that one streams from its file.
-    data = images.png(200, 150) if request.param == "cached" else images.padded_png(3 << 20)
-    return upload(server, data)
+    # A small body is kept in memory; 3 MiB is over that limit (1 MiB) and streams from
+    # its file. With the fast lane on, the cache is warmed first so that it answers.
+    data = images.png(200, 150) if request.param == "small" else images.padded_png(3 << 20)
+    image = upload(server, data)
+    if server.mode == "fast":  # type: ignore[attr-defined]
+        for path in (image.path, image.path + "?variant=thumbnail"):
+            assert server.request("GET", path).status == 200
+    return image
 
 
 def get(server: Server, path: str, **headers: str) -> Response:
@@ -554,3 +569,38 @@ def test_a_client_hanging_up_mid_body_costs_nothing(server: Server) -> None:
     assert resp.status == 200
     assert resp.body == image.data
     assert not list((server.data_dir / "tmp").iterdir())
+
+
+def test_one_keep_alive_connection_serves_request_after_request(
+    server: Server, img: Uploaded
+) -> None:
+    conn = server.connection()
+    conn.connect()
+    sock = conn.sock
+    for method, headers, status in [
+        ("GET", {}, 200),
+        ("HEAD", {}, 200),
+        ("GET", {"If-None-Match": img.etag}, 304),
+        ("GET", {"Range": "bytes=0-0"}, 206),
+        ("GET", {}, 200),
+    ]:
+        conn.request(method, img.path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == status
+        assert resp.getheader("Connection") is None  # not "close"
+    assert conn.sock is sock  # never reconnected
+    conn.close()
+
+
+def test_pipelined_requests_are_all_answered(server: Server, img: Uploaded) -> None:
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    request = f"GET {img.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock.sendall(request * 3)
+    rest = b""
+    for _ in range(3):
+        head, body = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200")
+        rest = body[len(img.data) :]
+        assert body[: len(img.data)] == img.data
+    sock.close()

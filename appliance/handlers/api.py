@@ -22,8 +22,6 @@ from appliance.library import UploadForm
 from appliance.store import Tenant
 
 MAX_JSON_BYTES = 64 * 1024
-MAX_PAGE = 1_000_000_000  # keeps (page - 1) * page_size inside SQLite's 64-bit integers
-MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
 
 
@@ -155,9 +153,9 @@ class ImagesHandler(ApiHandler):
         self.write_json(self.image_json(record), status=201)
 
     async def get(self) -> None:
-        page = validation.positive_int("page", self.query("page"), 1, MAX_PAGE)
+        page = validation.positive_int("page", self.query("page"), 1, validation.MAX_PAGE)
         page_size = validation.positive_int(
-            "page_size", self.query("page_size"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+            "page_size", self.query("page_size"), DEFAULT_PAGE_SIZE, validation.MAX_PAGE_SIZE
         )
         folder = self.query("folder") or None
         search = validation.search(self.query("search"))

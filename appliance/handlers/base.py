@@ -17,6 +17,12 @@ from appliance.store import ImageRecord, KeyStore
 
 log = logging.getLogger("pictor.http")
 
+# On every response of the appliance.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
 
 @dataclass(frozen=True)
 class Services:
@@ -36,8 +42,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no response names our software or its version
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
+        for name, value in SECURITY_HEADERS:
+            self.set_header(name, value)
 
     def compute_etag(self) -> None:
         return None  # no automatic body-hash ETags: /v3 is no-store, /i/ sets its own

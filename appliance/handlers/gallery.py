@@ -5,7 +5,7 @@ from __future__ import annotations
 import tornado.web
 
 from appliance.config import static_dir
-from appliance.handlers.base import BaseHandler
+from appliance.handlers.base import SECURITY_HEADERS, BaseHandler
 
 GALLERY_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -28,8 +28,8 @@ class GalleryHandler(BaseHandler):
 class StaticHandler(tornado.web.StaticFileHandler):
     def set_default_headers(self) -> None:
         self.clear_header("Server")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
+        for name, value in SECURITY_HEADERS:
+            self.set_header(name, value)
         self.set_header("Content-Security-Policy", GALLERY_CSP)
 
     def set_extra_headers(self, path: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from tornado.httputil import HTTPHeaders
 from tornado.iostream import StreamClosedError
 
 from appliance import conditional
@@ -25,6 +26,12 @@ from appliance.library import THUMBNAIL, Library
 from appliance.store import ImageRecord
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+# Beyond BaseHandler's nosniff and Referrer-Policy: image bytes are never a document that
+# could run script, and mail clients on any origin may embed them.
+PUBLIC_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; sandbox"),
+    ("Cross-Origin-Resource-Policy", "cross-origin"),
+)
 CHUNK = 64 * 1024
 VARIANTS = (None, THUMBNAIL)
 
@@ -95,6 +102,71 @@ class RepresentationCache:
             self.discard((image_id, variant))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What to answer for a representation: 200 (whole), 206 (one range) or 304."""
+
+    status: int
+    start: int
+    length: int
+    byte_range: conditional.ByteRange | None = None
+
+
+def plan_response(rep: Representation, headers: HTTPHeaders) -> Plan:
+    """RFC 9110 13.2.2: If-Match, else If-Unmodified-Since (412); then If-None-Match, else
+    If-Modified-Since (304); Range last, only when no precondition answered first, and only
+    when If-Range (if any) holds. Raises the 412 and 416 errors."""
+    if_match = headers.get("If-Match")
+    if if_match is not None:
+        if not conditional.match(if_match, rep.etag):
+            raise PreconditionFailed("The image does not match If-Match.")
+    elif (ius := headers.get("If-Unmodified-Since")) is not None and not (
+        conditional.unmodified_since(ius, rep.last_modified)
+    ):
+        raise PreconditionFailed("The image was modified since If-Unmodified-Since.")
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        not_modified = conditional.none_match(if_none_match, rep.etag)
+    else:
+        ims = headers.get("If-Modified-Since")
+        not_modified = ims is not None and not conditional.modified_since(ims, rep.last_modified)
+    if not_modified:
+        return Plan(304, 0, 0)
+    range_header = headers.get("Range")
+    if range_header is None:
+        return Plan(200, 0, rep.size)
+    if_range = headers.get("If-Range")
+    if if_range is not None and not conditional.if_range_holds(
+        if_range, rep.etag, rep.last_modified
+    ):
+        return Plan(200, 0, rep.size)
+    try:
+        byte_range = conditional.parse_range(range_header, rep.size)
+    except conditional.Unsatisfiable:
+        raise RangeNotSatisfiable(
+            f"The range is outside the image's {rep.size} bytes.",
+            headers={"Content-Range": f"bytes */{rep.size}"},
+        ) from None
+    if byte_range is None:
+        return Plan(200, 0, rep.size)
+    return Plan(206, byte_range.start, byte_range.length, byte_range)
+
+
+def representation_headers(rep: Representation, plan: Plan) -> list[tuple[str, str]]:
+    """The headers that describe the image in an answer of this plan (304: no body ones)."""
+    headers = [
+        ("Etag", rep.etag),
+        ("Last-Modified", rep.last_modified_header),
+        ("Cache-Control", CACHE_CONTROL),
+        ("Accept-Ranges", "bytes"),
+    ]
+    if plan.status != 304:
+        headers += [("Content-Type", rep.mime_type), ("Content-Length", str(plan.length))]
+    if plan.byte_range is not None:
+        headers.append(("Content-Range", plan.byte_range.content_range(rep.size)))
+    return headers
+
+
 def _read_all(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -115,8 +187,8 @@ class PublicImageHandler(BaseHandler):
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
-        self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
+        for name, value in PUBLIC_HEADERS:
+            self.set_header(name, value)
 
     @property
     def library(self) -> Library:
@@ -186,64 +258,15 @@ class PublicImageHandler(BaseHandler):
     def _send(self, rep: Representation, include_body: bool) -> conditional.ByteRange | None:
         """Headers, preconditions and Range. Finishes the answer when it can (304, HEAD, a
         cached body); otherwise returns the range (None: all) still to be streamed."""
-        self.set_header("Content-Type", rep.mime_type)
-        self.set_header("ETag", rep.etag)
-        self.set_header("Last-Modified", rep.last_modified_header)
-        self.set_header("Cache-Control", CACHE_CONTROL)
-        self.set_header("Accept-Ranges", "bytes")
-        headers = self.request.headers
-        # RFC 9110 13.2.2: If-Match, else If-Unmodified-Since; then If-None-Match, else
-        # If-Modified-Since; Range last, and only when no precondition answered first.
-        if_match = headers.get("If-Match")
-        if if_match is not None:
-            if not conditional.match(if_match, rep.etag):
-                raise PreconditionFailed("The image does not match If-Match.")
-        elif (ius := headers.get("If-Unmodified-Since")) is not None and not (
-            conditional.unmodified_since(ius, rep.last_modified)
-        ):
-            raise PreconditionFailed("The image was modified since If-Unmodified-Since.")
-        if_none_match = headers.get("If-None-Match")
-        if if_none_match is not None:
-            not_modified = conditional.none_match(if_none_match, rep.etag)
-        else:
-            ims = headers.get("If-Modified-Since")
-            not_modified = ims is not None and not conditional.modified_since(
-                ims, rep.last_modified
-            )
-        if not_modified:
-            self.set_status(304)
-            self.finish()
-            return None
-        byte_range = self._range(rep)
-        if byte_range is not None:
-            self.set_status(206)
-            self.set_header("Content-Range", byte_range.content_range(rep.size))
-            start, length = byte_range.start, byte_range.length
-        else:
-            start, length = 0, rep.size
-        self.set_header("Content-Length", str(length))
-        if not include_body:
+        plan = plan_response(rep, self.request.headers)
+        self.set_status(plan.status)
+        for name, value in representation_headers(rep, plan):
+            self.set_header(name, value)
+        if plan.status == 304 or not include_body:
             self.finish()
         elif rep.body is not None:
-            self.finish(rep.body[start : start + length])
-        return byte_range
-
-    def _range(self, rep: Representation) -> conditional.ByteRange | None:
-        header = self.request.headers.get("Range")
-        if header is None:
-            return None
-        if_range = self.request.headers.get("If-Range")
-        if if_range is not None and not conditional.if_range_holds(
-            if_range, rep.etag, rep.last_modified
-        ):
-            return None
-        try:
-            return conditional.parse_range(header, rep.size)
-        except conditional.Unsatisfiable:
-            raise RangeNotSatisfiable(
-                f"The range is outside the image's {rep.size} bytes.",
-                headers={"Content-Range": f"bytes */{rep.size}"},
-            ) from None
+            self.finish(rep.body[plan.start : plan.start + plan.length])
+        return plan.byte_range
 
     async def _stream(
         self, record: ImageRecord, rep: Representation, byte_range: conditional.ByteRange | None

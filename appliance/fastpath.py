@@ -1,0 +1,134 @@
+"""A fast lane for hot public images, in front of the Tornado application.
+
+A newsletter send asks for the same few images thousands of times. Once an image's
+representation is in memory (headers prepared, body cached), answering it needs no handler
+object, no coroutine and no database: this delegate answers such requests straight from
+`headers_received`, with the same planning code and the same headers as the handler.
+Everything else (first requests, large files, errors, every other route) goes to the
+application unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+
+import tornado.web
+from tornado import httputil
+
+from appliance.errors import ApiError
+from appliance.handlers.base import SECURITY_HEADERS
+from appliance.handlers.public import (
+    PUBLIC_HEADERS,
+    RepresentationCache,
+    plan_response,
+    representation_headers,
+)
+from appliance.library import THUMBNAIL, Library
+
+_FIXED_HEADERS = SECURITY_HEADERS + PUBLIC_HEADERS
+_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
+_QUERIES = {"": None, "variant=" + THUMBNAIL: THUMBNAIL}
+_Answer = tuple[httputil.ResponseStartLine, httputil.HTTPHeaders, bytes]
+
+
+class _Clock:
+    """The Date header, formatted once a second rather than once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def date(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, httputil.format_timestamp(now)
+        return self._value
+
+
+class FastPublicRouter(httputil.HTTPServerConnectionDelegate):
+    def __init__(
+        self, app: tornado.web.Application, library: Library, cache: RepresentationCache
+    ) -> None:
+        self.app = app
+        self.library = library
+        self.cache = cache
+        self.clock = _Clock()
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        return _Delegate(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+    def answer(
+        self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
+    ) -> _Answer | None:
+        """The answer to a hot GET/HEAD of /i/{id}[?variant=thumbnail]; None to let the
+        application handle the request."""
+        if start_line.method not in ("GET", "HEAD") or not start_line.path.startswith("/i/"):
+            return None
+        path, _, query = start_line.path[3:].partition("?")
+        if query not in _QUERIES or not path or "/" in path or "%" in path:
+            return None
+        record = self.library.cached_public(path)
+        if record is None or record.deleted_at is not None:
+            return None  # unknown here, or gone: the handler answers (and caches) those
+        rep = self.cache.get((path, _QUERIES[query]))
+        if rep is None or rep.body is None:
+            return None
+        try:
+            plan = plan_response(rep, headers)
+        except ApiError:
+            return None  # 412 and 416 are rare: the handler renders their JSON
+        out = httputil.HTTPHeaders()
+        out["Date"] = self.clock.date()
+        for name, value in _FIXED_HEADERS:
+            out[name] = value
+        for name, value in representation_headers(rep, plan):
+            out[name] = value
+        body = b""
+        if plan.status != 304 and start_line.method == "GET":
+            body = rep.body[plan.start : plan.start + plan.length]
+        return httputil.ResponseStartLine("HTTP/1.1", plan.status, _REASONS[plan.status]), out, body
+
+
+class _Delegate(httputil.HTTPMessageDelegate):
+    def __init__(
+        self, router: FastPublicRouter, server_conn: object, conn: httputil.HTTPConnection
+    ) -> None:
+        self.router = router
+        self.server_conn = server_conn
+        self.conn = conn
+        self.inner: httputil.HTTPMessageDelegate | None = None
+        self.ready: _Answer | None = None
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.ready = self.router.answer(start_line, headers)
+        if self.ready is not None:
+            return None
+        self.inner = self.router.app.start_request(self.server_conn, self.conn)
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return None if self.inner is None else self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        # The answer is written once the request is read in full (a body, if any, was
+        # dropped): answering earlier would make Tornado close a keep-alive connection.
+        if self.ready is not None:
+            self.conn.write_headers(*self.ready)
+            self.conn.finish()
+        elif self.inner is not None:
+            self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        if self.inner is not None:
+            self.inner.on_connection_close()
