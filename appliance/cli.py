@@ -13,7 +13,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
-from appliance.imaging import ImagingUnavailable
+from appliance.errors import ImagingUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:

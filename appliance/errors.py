@@ -110,3 +110,7 @@ def generic_message(status: int, reason: str) -> str:
 
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": {"status": status, "code": code, "message": message}}
+
+
+class ImagingUnavailable(RuntimeError):
+    """pyvips is not usable as we require (API mode on its bundled libvips): refuse to start."""

@@ -6,10 +6,13 @@ leaves this module: it becomes an `ImageRejected` with a sentence a person can a
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
+
+from appliance.errors import ImagingUnavailable
 
 # Decompression-bomb limits, checked on the header before any pixel is decoded.
 MAX_FRAME_PIXELS = 100_000_000  # 100 megapixels: any camera's full frame
@@ -39,10 +42,6 @@ class ImageRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class ImagingUnavailable(RuntimeError):
-    """pyvips is not usable as we require (API mode, our loaders only)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,16 @@ def _describe(exc: pyvips.Error) -> str:
     return detail[:200] or "it could not be decoded"
 
 
+def _gif_screen(path: str) -> tuple[int, int]:
+    """The logical screen size a GIF's header declares."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    if len(head) < 10:
+        return 0, 0
+    width, height = struct.unpack("<HH", head[6:10])
+    return int(width), int(height)
+
+
 def probe(path: str, mime_type: str) -> ImageInfo:
     """Read the header with the loader of the sniffed type only, and apply the bomb limits."""
     family = FAMILIES[mime_type]
@@ -110,16 +119,20 @@ def probe(path: str, mime_type: str) -> ImageInfo:
             "unsupported_media_type", "The file's content is not a supported image."
         )
     width, height = image.width, image.height
+    # Browsers and mail clients size a GIF by its logical screen; libnsgif ignores an absurd
+    # one (it decodes at the frames' size), so the header's claim is checked as well.
+    screen_w, screen_h = _gif_screen(path) if family == "gif" else (0, 0)
+    side_w, side_h = max(width, screen_w), max(height, screen_h)
     if (
-        width > MAX_DIMENSION
-        or height > MAX_DIMENSION
-        or width * height > MAX_FRAME_PIXELS
+        side_w > MAX_DIMENSION
+        or side_h > MAX_DIMENSION
+        or side_w * side_h > MAX_FRAME_PIXELS
         or pages > MAX_FRAMES
-        or width * height * pages > MAX_TOTAL_PIXELS
+        or side_w * side_h * pages > MAX_TOTAL_PIXELS
     ):
         raise ImageRejected(
             "image_too_large",
-            f"The image is {width}x{height} pixels"
+            f"The image is {side_w}x{side_h} pixels"
             + (f" in {pages} frames" if pages > 1 else "")
             + f"; the limit is {MAX_DIMENSION} pixels a side, {MAX_FRAME_PIXELS // 1_000_000} "
             f"megapixels a frame and {MAX_FRAMES} frames. Scale it down and upload it again.",
