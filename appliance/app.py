@@ -97,13 +97,11 @@ class Appliance:
 async def open_services(
     settings: Settings,
 ) -> tuple[Database, KeyStore, Library, list[ThreadPoolExecutor]]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    blobs = BlobStore(settings.data_dir)  # creates the directories: fails before the database
     db = await Database.open(settings.data_dir / "pictor.db")
     io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pictor-io")
     imaging_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pictor-imaging")
-    library = Library(
-        ImageStore(db), BlobStore(settings.data_dir), io_pool=io_pool, imaging_pool=imaging_pool
-    )
+    library = Library(ImageStore(db), blobs, io_pool=io_pool, imaging_pool=imaging_pool)
     return db, KeyStore(db), library, [io_pool, imaging_pool]
 
 
@@ -118,21 +116,29 @@ async def start_appliance(
     lets the tests hold the plain handler to the same answers as the fast lane.)"""
     vips = imaging.init_pyvips()
     db, keys, library, pools = await open_services(settings)
-    temps, orphans = await library.sweep()
-    first_key = None
-    if await keys.tenant_count() == 0:
-        first_key = (await keys.create_key("default")).key
-    cache = RepresentationCache()
-    library.on_delete.append(cache.forget)
-    app = make_app(Services(settings=settings, library=library, keys=keys), cache)
-    server = HTTPServer(
-        FastPublicRouter(app, library, cache) if fast_path else app,
-        max_body_size=uploads.MAX_BODY_BYTES + 1024 * 1024,  # our own 413 answers first
-        idle_connection_timeout=60,
-        body_timeout=120,
-    )
-    sockets = sockets or bind_sockets(settings.port, settings.host)
-    server.add_sockets(sockets)
+    try:
+        temps, orphans = await library.sweep()
+        first_key = None
+        if await keys.tenant_count() == 0:
+            first_key = (await keys.create_key("default")).key
+        cache = RepresentationCache()
+        library.on_delete.append(cache.forget)
+        app = make_app(Services(settings=settings, library=library, keys=keys), cache)
+        server = HTTPServer(
+            FastPublicRouter(app, library, cache) if fast_path else app,
+            max_body_size=uploads.MAX_BODY_BYTES + 1024 * 1024,  # our own 413 answers first
+            idle_connection_timeout=60,
+            body_timeout=120,
+        )
+        sockets = sockets or bind_sockets(settings.port, settings.host)
+        server.add_sockets(sockets)
+    except BaseException:
+        # A half-started appliance must not linger (aiosqlite's thread would keep the
+        # process alive): close what was opened, then fail.
+        await db.close()
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
     port = sockets[0].getsockname()[1]
     log.info("%s; swept %d temp file(s) and %d unused blob(s)", vips, temps, orphans)
     appliance = Appliance(settings, db, keys, library, server, port, pools)

@@ -74,7 +74,8 @@ class ConfigError(ValueError):
 def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """The raw default of each setting: its environment variable, else the table's default."""
     environ = os.environ if environ is None else environ
-    return {s.name: environ.get(s.env, s.default) for s in SETTINGS}
+    # An empty variable counts as unset (a common way to "unset" one in unit files).
+    return {s.name: environ.get(s.env) or s.default for s in SETTINGS}
 
 
 def load_settings(raw: Mapping[str, object]) -> Settings:
@@ -82,7 +83,7 @@ def load_settings(raw: Mapping[str, object]) -> Settings:
     values: dict[str, object] = {}
     for setting in SETTINGS:
         value = raw.get(setting.name)
-        if value is None or value == "":
+        if value is None:
             continue
         try:
             values[setting.name] = setting.parse(value) if isinstance(value, str) else value

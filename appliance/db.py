@@ -22,9 +22,15 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def casefold(value: str | None) -> str | None:
-    """Unicode-aware case folding, registered as the SQL function `pictor_fold`."""
-    return None if value is None else value.casefold()
+def simple_fold(value: str) -> str:
+    """Unicode-aware simple case folding: one character to one character, as FTS5's trigram
+    tokenizer folds. Searches shorter than three characters scan with it (as the SQL
+    function `pictor_fold`), so they match exactly as the indexed longer ones do."""
+    return "".join(low if len(low := c.lower()) == 1 else c for c in value)
+
+
+def _sql_fold(value: str | None) -> str | None:
+    return None if value is None else simple_fold(value)
 
 
 async def _open(path: Path) -> aiosqlite.Connection:
@@ -34,7 +40,7 @@ async def _open(path: Path) -> aiosqlite.Connection:
     await conn.execute("PRAGMA foreign_keys = ON")
     # FULL: a commit is on disk before we answer 201; the contract promises no loss on a crash.
     await conn.execute("PRAGMA synchronous = FULL")
-    await conn.create_function("pictor_fold", 1, casefold, deterministic=True)
+    await conn.create_function("pictor_fold", 1, _sql_fold, deterministic=True)
     return conn
 
 

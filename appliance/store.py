@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.db import Database, Row, utcnow
+from appliance.db import Database, Row, simple_fold, utcnow
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -141,7 +141,7 @@ class ImageStore:
                     "(instr(pictor_fold(i.filename), ?) > 0"
                     " OR instr(pictor_fold(i.alt_text), ?) > 0)"
                 )
-                needle = search.casefold()
+                needle = simple_fold(search)
                 params += [needle, needle]
         clause = " AND ".join(where)
         total_row = await self.db.fetchone(f"SELECT count(*) FROM {source} WHERE {clause}", params)
