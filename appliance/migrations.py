@@ -72,4 +72,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        "0004_live_counts",
+        # The unfiltered list's total without counting a million index entries per request.
+        """
+        CREATE TABLE tenant_stats (
+            tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id),
+            live_images INTEGER NOT NULL
+        );
+        INSERT INTO tenant_stats (tenant_id, live_images)
+            SELECT tenant_id, count(*) FROM images WHERE deleted_at IS NULL GROUP BY tenant_id;
+        CREATE TRIGGER tenant_stats_insert AFTER INSERT ON images WHEN new.deleted_at IS NULL
+        BEGIN
+            INSERT INTO tenant_stats (tenant_id, live_images) VALUES (new.tenant_id, 1)
+                ON CONFLICT (tenant_id) DO UPDATE SET live_images = live_images + 1;
+        END;
+        CREATE TRIGGER tenant_stats_delete AFTER UPDATE OF deleted_at ON images
+            WHEN old.deleted_at IS NULL AND new.deleted_at IS NOT NULL
+        BEGIN
+            UPDATE tenant_stats SET live_images = live_images - 1
+                WHERE tenant_id = old.tenant_id;
+        END;
+        """,
+    ),
 )

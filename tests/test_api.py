@@ -888,3 +888,14 @@ def test_short_and_long_searches_fold_case_alike(server: Server) -> None:
     ]:
         found = list_images(server, f"search={quote(needle)}")
         assert {i["id"] for i in found["images"]} == expected, needle
+
+
+def test_list_total_follows_uploads_and_deletes_per_tenant(server: Server) -> None:
+    other = server.new_key("other")
+    ids = [uploaded(server, images.png(10 + n, 10), f"{n}.png")["id"] for n in range(3)]
+    uploaded(server, images.png(), "theirs.png", key=other)
+    assert list_images(server)["total"] == 3
+    assert server.request("DELETE", f"/v3/images/{ids[0]}").status == 204
+    assert server.request("DELETE", f"/v3/images/{ids[0]}").status == 404  # counted once
+    assert list_images(server)["total"] == 2
+    assert list_images(server, key=other)["total"] == 1
