@@ -127,13 +127,19 @@ class BlobStore:
         return self.path(sha256).stat()
 
     def delete(self, sha256: str) -> None:
-        """Blocking. Remove a blob and everything derived from it."""
-        self.path(sha256).unlink(missing_ok=True)
+        """Blocking. Remove a blob and everything derived from it, derived files first: a
+        crash in between then leaves an unused blob, which the start-up sweep removes."""
         for derived in self.derived_path(sha256, "x").parent.glob(f"{sha256}.*"):
             derived.unlink(missing_ok=True)
+        self.path(sha256).unlink(missing_ok=True)
 
     def all_digests(self) -> set[str]:
         return {p.name for p in self.blob_dir.glob("??/*") if p.is_file() and _HEX64.match(p.name)}
+
+    def derived_digests(self) -> set[str]:
+        """The digests that derived files (thumbnails) exist for."""
+        names = (p.name.partition(".")[0] for p in self.derived_dir.glob("??/*") if p.is_file())
+        return {name for name in names if _HEX64.match(name)}
 
     def sweep_temp(self) -> int:
         """Blocking. Remove leftovers of uploads that never finished (start-up only)."""

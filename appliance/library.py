@@ -70,12 +70,14 @@ class Library:
     # -- start-up -----------------------------------------------------------------------
 
     async def sweep(self) -> tuple[int, int]:
-        """Remove unfinished uploads and blobs no live image uses (a crash's leftovers)."""
+        """Remove unfinished uploads and blobs no live image uses (a crash's leftovers), with
+        their thumbnails, and thumbnails left without a blob (rendered while it was deleted)."""
         temps = await self.run_io(self.blobs.sweep_temp)
         live = await self.images.live_digests()
         on_disk = await self.run_io(self.blobs.all_digests)
+        derived = await self.run_io(self.blobs.derived_digests)
         orphans = on_disk - live
-        for sha in orphans:
+        for sha in orphans | (derived - live):
             await self.run_io(self.blobs.delete, sha)
         for sha in live - on_disk:
             log.error("blob %s is missing: its images cannot be served (run `verify`)", sha)
