@@ -192,6 +192,8 @@ class Library:
 
     async def _render_thumbnail(self, record: ImageRecord) -> Path:
         source = self.blobs.path(record.sha256)
+        if not await self.run_io(source.is_file):
+            raise FileNotFoundError(source)  # deleted meanwhile: the caller answers 410
         try:
             info = await self.run_imaging(imaging.probe, str(source), record.mime_type)
             data = await self.run_imaging(imaging.thumbnail, str(source), info)

@@ -222,13 +222,13 @@ class PublicImageHandler(BaseHandler):
         return value
 
     async def _load(self, record: ImageRecord, variant: str | None) -> Representation:
-        if variant == THUMBNAIL:
-            path = str(await self.library.thumbnail_path(record))
-            etag = f'"{record.sha256[:32]}-t{THUMBNAIL_VERSION}"'
-        else:
-            path = str(self.library.blobs.path(record.sha256))
-            etag = f'"{record.sha256}"'
         try:
+            if variant == THUMBNAIL:
+                path = str(await self.library.thumbnail_path(record))
+                etag = f'"{record.sha256[:32]}-t{THUMBNAIL_VERSION}"'
+            else:
+                path = str(self.library.blobs.path(record.sha256))
+                etag = f'"{record.sha256}"'
             size = (await self.library.run_io(os.stat, path)).st_size
             body = (
                 await self.library.run_io(_read_all, path) if size <= self.cache.max_body else None
