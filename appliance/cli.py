@@ -34,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     data_dir = next(s for s in SETTINGS if s.name == "data_dir")
+
+    def add_data_dir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            data_dir.flag,
+            dest="data_dir",
+            default=env["data_dir"],
+            help=f"{data_dir.help} (env {data_dir.env})",
+        )
+
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
@@ -43,12 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         ("revoke", "revoke a key at once"),
     ):
         sub = keys.add_parser(name, help=help_text)
-        sub.add_argument(
-            data_dir.flag,
-            dest="data_dir",
-            default=env["data_dir"],
-            help=f"{data_dir.help} (env {data_dir.env})",
-        )
+        add_data_dir(sub)
         if name == "create":
             sub.add_argument("--tenant", required=True, help="tenant name, e.g. default")
         if name == "revoke":
@@ -59,12 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         ("backup", "write a consistent copy of the library into a new directory"),
     ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument(
-            data_dir.flag,
-            dest="data_dir",
-            default=env["data_dir"],
-            help=f"{data_dir.help} (env {data_dir.env})",
-        )
+        add_data_dir(sub)
         if name == "backup":
             sub.add_argument("dest", metavar="DEST", type=Path, help="a new or empty directory")
     return parser

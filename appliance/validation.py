@@ -13,39 +13,35 @@ MAX_SEARCH = 200
 MAX_PAGE = 1_000_000_000  # keeps (page - 1) * page_size inside SQLite's 64-bit integers
 MAX_PAGE_SIZE = 100
 
+_LINE_BREAKS_AND_TABS = "\t\n\r"
 
-def _check_text(name: str, value: str) -> None:
+
+def _text(
+    name: str, value: str, maximum: int, *, allowed_controls: str = "", code: str = "invalid_field"
+) -> str:
+    """Valid Unicode, at most `maximum` characters, no control characters but those allowed."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest(f"{name} is not valid Unicode text.", code="invalid_field") from None
+        raise BadRequest(f"{name} is not valid Unicode text.", code=code) from None
+    if len(value) > maximum:
+        raise BadRequest(
+            f"{name} is {len(value)} characters long; at most {maximum} are allowed.", code=code
+        )
+    if any(unicodedata.category(c) == "Cc" and c not in allowed_controls for c in value):
+        raise BadRequest(f"{name} must not contain control characters.", code=code)
+    return value
 
 
 def alt_text(value: str) -> str:
-    _check_text("alt_text", value)
-    if len(value) > MAX_ALT_TEXT:
-        raise BadRequest(
-            f"alt_text is {len(value)} characters long; at most {MAX_ALT_TEXT} are allowed.",
-            code="invalid_field",
-        )
-    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
-        raise BadRequest("alt_text must not contain control characters.", code="invalid_field")
-    return value
+    return _text("alt_text", value, MAX_ALT_TEXT, allowed_controls=_LINE_BREAKS_AND_TABS)
 
 
 def folder(value: str | None) -> str | None:
     """A folder is a label of 1 to 100 characters; None or "" means no folder."""
     if value is None or value == "":
         return None
-    _check_text("folder", value)
-    if len(value) > MAX_FOLDER:
-        raise BadRequest(
-            f"folder is {len(value)} characters long; at most {MAX_FOLDER} are allowed.",
-            code="invalid_field",
-        )
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise BadRequest("folder must not contain control characters.", code="invalid_field")
-    return value
+    return _text("folder", value, MAX_FOLDER)
 
 
 def filename(raw: str | None, extension: str) -> str:
@@ -54,27 +50,21 @@ def filename(raw: str | None, extension: str) -> str:
     name = "".join(c for c in name if unicodedata.category(c) != "Cc").strip()
     if name in ("", ".", ".."):
         name = "image." + extension
-    if len(name) > MAX_FILENAME:
-        raise BadRequest(
-            f"The file name is {len(name)} characters long; at most {MAX_FILENAME} are allowed.",
-            code="invalid_field",
-        )
-    return name
+    return _text("The file name", name, MAX_FILENAME)
 
 
 def search(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    _check_text("search", value)
-    if len(value) > MAX_SEARCH:
-        raise BadRequest(
-            f"search is {len(value)} characters long; at most {MAX_SEARCH} are allowed.",
-            code="invalid_parameter",
-        )
-    # No stored label holds one, and a NUL breaks SQLite's FTS5 query parser (a 500).
-    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
-        raise BadRequest("search must not contain control characters.", code="invalid_parameter")
-    return value
+    # No stored label holds a control character, and a NUL breaks SQLite's FTS5 query
+    # parser (it was a 500).
+    return _text(
+        "search",
+        value,
+        MAX_SEARCH,
+        allowed_controls=_LINE_BREAKS_AND_TABS,
+        code="invalid_parameter",
+    )
 
 
 def positive_int(name: str, raw: str | None, default: int, maximum: int) -> int:
