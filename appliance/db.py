@@ -23,10 +23,19 @@ def utcnow() -> str:
 
 
 def simple_fold(value: str) -> str:
-    """Unicode-aware simple case folding: one character to one character, as FTS5's trigram
-    tokenizer folds. Searches shorter than three characters scan with it (as the SQL
-    function `pictor_fold`), so they match exactly as the indexed longer ones do."""
-    return "".join(low if len(low := c.lower()) == 1 else c for c in value)
+    """Unicode simple case folding, one character to one character, as FTS5's trigram
+    tokenizer folds (the micro sign to mu, capital sharp s to ß; ß itself and ligatures
+    stay). Searches shorter than three characters scan with it (as the SQL function
+    `pictor_fold`), so they match exactly as the indexed longer ones do."""
+    return "".join(_fold_char(c) for c in value)
+
+
+def _fold_char(c: str) -> str:
+    folded = c.casefold()
+    if len(folded) == 1:
+        return folded
+    lowered = c.lower()
+    return lowered if len(lowered) == 1 else c
 
 
 def _sql_fold(value: str | None) -> str | None:
