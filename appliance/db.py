@@ -53,13 +53,20 @@ async def _open(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-class Database:
-    """One connection that writes (serialised by a lock) and one that reads (WAL snapshots)."""
+READERS = 3  # one slow scan (a short search in a huge library) must not stall every read
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+
+class Database:
+    """One connection that writes (serialised by a lock) and a few that read, each in its
+    own thread (WAL: readers see committed snapshots and never block the writer)."""
+
+    def __init__(self, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
         self._writer = writer
-        self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._all_readers = readers
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._readers.put_nowait(reader)
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -67,12 +74,13 @@ class Database:
         mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise RuntimeError(f"could not put {path} in WAL mode")
-        db = cls(writer, await _open(path))
+        db = cls(writer, [await _open(path) for _ in range(READERS)])
         await db._migrate()
         return db
 
     async def close(self) -> None:
-        await self._reader.close()
+        for reader in self._all_readers:
+            await reader.close()
         async with self._write_lock:
             await self._writer.execute("PRAGMA optimize")
             await self._writer.close()
@@ -106,7 +114,11 @@ class Database:
             await self._writer.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        reader = await self._readers.get()
+        try:
+            return list(await reader.execute_fetchall(sql, tuple(params)))
+        finally:
+            self._readers.put_nowait(reader)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
