@@ -902,3 +902,16 @@ def test_list_total_follows_uploads_and_deletes_per_tenant(server: Server) -> No
     assert server.request("DELETE", f"/v3/images/{ids[0]}").status == 404  # counted once
     assert list_images(server)["total"] == 2
     assert list_images(server, key=other)["total"] == 1
+
+
+def test_search_totals_count_only_this_tenants_matches(server: Server) -> None:
+    other = server.new_key("other")
+    for n in range(3):
+        uploaded(server, images.png(10 + n, 10), f"sale-{n}.png")
+    uploaded(server, images.png(), "sale-theirs.png", key=other)
+    mine = list_images(server, "search=sale")
+    assert (mine["total"], len(mine["images"])) == (3, 3)
+    theirs = list_images(server, "search=SALE", key=other)
+    assert (theirs["total"], [i["filename"] for i in theirs["images"]]) == (1, ["sale-theirs.png"])
+    page = list_images(server, "search=sale&page_size=2&page=2")
+    assert (page["total"], [i["filename"] for i in page["images"]]) == (3, ["sale-0.png"])
