@@ -27,6 +27,8 @@ def simple_fold(value: str) -> str:
     tokenizer folds (the micro sign to mu, capital sharp s to ß; ß itself and ligatures
     stay). Searches shorter than three characters scan with it (as the SQL function
     `pictor_fold`), so they match exactly as the indexed longer ones do."""
+    if value.isascii():
+        return value.lower()  # the common case, four times faster
     return "".join(_fold_char(c) for c in value)
 
 

@@ -208,7 +208,9 @@ def _save(image: pyvips.Image, family: str) -> bytes:
     elif family == "png":
         data = image.pngsave_buffer(compression=6, keep="none")
     elif family == "gif":
-        data = image.gifsave_buffer(keep="none")
+        # effort=1: palette quantisation at a sixth of the default's time (3.3 s -> 0.6 s
+        # for 24 frames of 320x240, make bench), for about 15% larger files.
+        data = image.gifsave_buffer(keep="none", effort=1)
     else:
         data = image.webpsave_buffer(Q=80, keep="none")
     return bytes(data)
