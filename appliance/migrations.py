@@ -95,4 +95,39 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        "0005_folder_counts",
+        # /v3/images/folders without walking every live image's folder entry (48 ms at a
+        # million): live images per (tenant, folder), kept by triggers.
+        """
+        CREATE TABLE folder_stats (
+            tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+            folder TEXT NOT NULL,
+            live_images INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, folder)
+        ) WITHOUT ROWID;
+        INSERT INTO folder_stats (tenant_id, folder, live_images)
+            SELECT tenant_id, folder, count(*) FROM images
+            WHERE deleted_at IS NULL AND folder IS NOT NULL GROUP BY tenant_id, folder;
+        CREATE TRIGGER folder_stats_insert AFTER INSERT ON images
+            WHEN new.deleted_at IS NULL AND new.folder IS NOT NULL
+        BEGIN
+            INSERT INTO folder_stats (tenant_id, folder, live_images)
+                VALUES (new.tenant_id, new.folder, 1)
+                ON CONFLICT (tenant_id, folder) DO UPDATE SET live_images = live_images + 1;
+        END;
+        CREATE TRIGGER folder_stats_update AFTER UPDATE OF folder, deleted_at ON images
+        BEGIN
+            UPDATE folder_stats SET live_images = live_images - 1
+                WHERE old.deleted_at IS NULL AND old.folder IS NOT NULL
+                AND tenant_id = old.tenant_id AND folder = old.folder;
+            INSERT INTO folder_stats (tenant_id, folder, live_images)
+                SELECT new.tenant_id, new.folder, 1
+                WHERE new.deleted_at IS NULL AND new.folder IS NOT NULL
+                ON CONFLICT (tenant_id, folder) DO UPDATE SET live_images = live_images + 1;
+            DELETE FROM folder_stats WHERE live_images <= 0
+                AND tenant_id = old.tenant_id AND folder = old.folder;
+        END;
+        """,
+    ),
 )

@@ -213,8 +213,8 @@ class ImageStore:
 
     async def folders(self, tenant_id: int) -> list[str]:
         rows = await self.db.fetchall(
-            "SELECT DISTINCT folder FROM images WHERE tenant_id = ? AND deleted_at IS NULL "
-            "AND folder IS NOT NULL ORDER BY folder",
+            "SELECT folder FROM folder_stats WHERE tenant_id = ? AND live_images > 0 "
+            "ORDER BY folder",
             (tenant_id,),
         )
         return [str(r[0]) for r in rows]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -915,3 +916,36 @@ def test_search_totals_count_only_this_tenants_matches(server: Server) -> None:
     assert (theirs["total"], [i["filename"] for i in theirs["images"]]) == (1, ["sale-theirs.png"])
     page = list_images(server, "search=sale&page_size=2&page=2")
     assert (page["total"], [i["filename"] for i in page["images"]]) == (3, ["sale-0.png"])
+
+
+def test_folders_follow_every_upload_move_clear_and_delete(server: Server) -> None:
+    """The folder list is kept by triggers: after a random mix of changes it must equal the
+    folders of the images that are listed."""
+    rng = random.Random(7)
+    names = ["a", "b", "c", "Ünï", "d/e"]
+    ids: list[str] = []
+    for step in range(40):
+        action = rng.choice(["upload", "upload", "move", "clear", "delete"])
+        if action == "upload" or not ids:
+            folder = rng.choice([*names, None])
+            ids.append(
+                uploaded(server, images.png(8 + step, 8), f"{step}.png", folder=folder)["id"]
+            )
+        elif action == "move":
+            body = {"folder": rng.choice(names)}
+            assert (
+                server.request("PATCH", f"/v3/images/{rng.choice(ids)}", json_body=body).status
+                == 200
+            )
+        elif action == "clear":
+            body = {"folder": rng.choice([None, ""])}
+            assert (
+                server.request("PATCH", f"/v3/images/{rng.choice(ids)}", json_body=body).status
+                == 200
+            )
+        else:
+            victim = ids.pop(rng.randrange(len(ids)))
+            assert server.request("DELETE", f"/v3/images/{victim}").status == 204
+        listed = list_images(server, "page_size=100")["images"]
+        expected = sorted({i["folder"] for i in listed if i["folder"] is not None})
+        assert server.request("GET", "/v3/images/folders").json() == {"folders": expected}, step
