@@ -10,7 +10,6 @@ import asyncio
 import http.client
 import json
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pytest
 
 from appliance.app import Appliance, start_appliance
 from appliance.config import Settings
+from tests.encoding import multipart
 
 DEFAULT = object()
 
@@ -39,27 +39,6 @@ class Response:
     def header_dict(self) -> dict[str, str]:
         """All headers, lower-cased names, minus the ones that vary per request (Date)."""
         return {k.lower(): v for k, v in self.headers.items() if k.lower() != "date"}
-
-
-def multipart(
-    fields: list[tuple[str, str | bytes, str | None, str | None]], boundary: str | None = None
-) -> tuple[bytes, str]:
-    """Encode (name, value, filename, content_type) parts; returns (body, content type)."""
-    boundary = boundary or "pictorboundary" + uuid.uuid4().hex
-    out = bytearray()
-    for name, value, filename, ctype in fields:
-        out += f"--{boundary}\r\n".encode()
-        disp = f'form-data; name="{name}"'
-        if filename is not None:
-            disp += f'; filename="{filename}"'
-        out += f"Content-Disposition: {disp}\r\n".encode()
-        if ctype:
-            out += f"Content-Type: {ctype}\r\n".encode()
-        out += b"\r\n"
-        out += value.encode() if isinstance(value, str) else value
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 @dataclass

@@ -8,6 +8,8 @@ import zlib
 
 from PIL import Image
 
+from tests.encoding import png_chunk
+
 
 def _save(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
@@ -88,20 +90,12 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def _png_chunks(width: int, height: int, *, bit_depth: int, color_type: int, raw: bytes) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -113,14 +107,7 @@ def padded_png(total_size: int) -> bytes:
     pad = total_size - len(base) - 12
     if pad < 0:
         raise ValueError("too small")
-    kind = b"zzPd"  # ancillary, private, safe to copy: decoders skip it
-    data = b"\0" * pad
-    chunk = (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-    out = body + chunk + iend
+    # zzPd: an ancillary, private, safe-to-copy chunk that decoders skip
+    out = body + png_chunk(b"zzPd", b"\0" * pad) + iend
     assert len(out) == total_size
     return out

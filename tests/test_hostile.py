@@ -29,6 +29,7 @@ from appliance import imaging
 from tests import images
 from tests.api_helpers import assert_error, blob_files, list_images, tmp_files, wait_until
 from tests.conftest import Response, Server, multipart, run_server
+from tests.encoding import png_chunk
 
 FAST = 5.0  # seconds: a bomb is refused from its header, never decoded
 MAX_GROWTH_MB = 150  # peak RSS growth of the process (server included) per hostile upload
@@ -113,15 +114,6 @@ def accepted(srv: Server, data: bytes, family: str, filename: str = "x.bin") -> 
 
 
 # -- crafted files ------------------------------------------------------------------------
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
 
 
 def png_with_chunk(kind: bytes, data: bytes) -> bytes:

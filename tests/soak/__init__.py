@@ -21,18 +21,17 @@ import random
 import re
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
-import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from tests.encoding import multipart, png_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_RE = re.compile(r"^Pictor is serving .+ at http://([^/]+):(\d+)/$")
@@ -143,22 +142,6 @@ def create_key(data_dir: Path, tenant: str) -> str:
 # -- HTTP -------------------------------------------------------------------------------
 
 
-def multipart(fields: list[tuple[str, bytes | str, str | None]]) -> tuple[bytes, str]:
-    """(name, value, filename) parts -> (body, Content-Type)."""
-    boundary = "soak" + uuid.uuid4().hex
-    out = bytearray()
-    for name, value, filename in fields:
-        out += f"--{boundary}\r\n".encode()
-        disp = f'form-data; name="{name}"'
-        if filename is not None:
-            disp += f'; filename="{filename}"'
-        out += f"Content-Disposition: {disp}\r\n\r\n".encode()
-        out += value.encode() if isinstance(value, str) else value
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
-
-
 @dataclass
 class Answer:
     status: int
@@ -216,17 +199,12 @@ class KeepAliveClient:
 # -- test images --------------------------------------------------------------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
 def padded(image: bytes, size: int, rng: random.Random) -> bytes:
     """A PNG made about `size` bytes long (and unique) by an ancillary chunk of random
     bytes that decoders skip: big uploads that cost the server little decoding."""
     assert image.startswith(b"\x89PNG")
     pad = rng.randbytes(max(0, size - len(image) - 12))
-    return image[:-12] + _png_chunk(b"zzPd", pad) + image[-12:]
+    return image[:-12] + png_chunk(b"zzPd", pad) + image[-12:]
 
 
 def image_pool(rng: random.Random, count: int = 48) -> list[tuple[str, bytes]]:
