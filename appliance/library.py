@@ -118,16 +118,22 @@ class Library:
                         sha256=sha,
                     )
                 )
+                # Under the lock, so that a delete of this content cannot slip in between
+                # and leave a thumbnail without its blob.
+                await self._keep_thumbnail(sha, thumb)
         except BaseException:
             await self.run_io(temp.discard)
             raise
-        # The thumbnail was made anyway (it proved the file decodes); keeping it makes the
-        # gallery's first view instant. Losing it costs only a remake on first request.
+        return record
+
+    async def _keep_thumbnail(self, sha: str, thumb: bytes) -> None:
+        """The thumbnail was made anyway (it proved the file decodes); keeping it makes the
+        gallery's first view instant. Losing it costs only a remake on first request."""
         try:
-            await self.run_io(self.blobs.put_derived, sha, THUMBNAIL, thumb)
+            if not await self.run_io(self.blobs.derived_path(sha, THUMBNAIL).is_file):
+                await self.run_io(self.blobs.put_derived, sha, THUMBNAIL, thumb)
         except OSError:
             log.exception("could not keep the thumbnail of %s", sha)
-        return record
 
     # -- delete -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from tornado.iostream import StreamClosedError
 
 from appliance import conditional
 from appliance.errors import ApiError, BadRequest, Gone, NotFound
-from appliance.handlers.base import BaseHandler
+from appliance.handlers.base import BaseHandler, Services
 from appliance.imaging import THUMBNAIL_VERSION
 from appliance.library import THUMBNAIL, Library
 from appliance.store import ImageRecord
@@ -181,8 +181,8 @@ def _open_at(path: str, offset: int) -> BinaryIO:
 class PublicImageHandler(BaseHandler):
     cache: RepresentationCache
 
-    def initialize(self, services: object, cache: RepresentationCache) -> None:  # type: ignore[override]
-        super().initialize(services)  # type: ignore[arg-type]
+    def initialize(self, services: Services, cache: RepresentationCache) -> None:  # type: ignore[override]
+        super().initialize(services)
         self.cache = cache
 
     def set_default_headers(self) -> None:
