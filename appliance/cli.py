@@ -105,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(settings: Settings) -> int:
     from tornado.netutil import bind_sockets
 
-    from appliance.app import start_appliance  # imports pyvips; keep `--help` fast
+    try:
+        from appliance.app import start_appliance  # imports pyvips; keep `--help` fast
+    except (ImportError, OSError) as exc:  # pyvips without its wheel's libvips, or none
+        raise ImagingUnavailable(
+            f"libvips could not be loaded ({exc}). Reinstall pyvips-binary."
+        ) from exc
 
     # Handlers first: a signal that arrives while starting (right after the announcement,
     # say) must still stop cleanly, not interrupt start-up with the database open.

@@ -315,3 +315,26 @@ def test_unusable_data_dir_fails_with_a_message_and_exits(tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert str(tmp_path / "tmp") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_to_start_without_the_wheels_libvips(tmp_path: Path) -> None:
+    """With pyvips' compiled `_libvips` module unavailable, pyvips would fall back to ABI
+    mode on whatever libvips the system has (or fail to find one): serve refuses, and says
+    why, before it opens the data directory."""
+    code = (
+        "import sys; sys.modules['_libvips'] = None; "
+        "from appliance.cli import main; "
+        f"sys.exit(main(['serve', '--port', '0', '--data-dir', {str(tmp_path / 'data')!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "pictor: refusing to start:" in done.stderr
+    assert "pyvips-binary" in done.stderr
+    assert not (tmp_path / "data").exists()
