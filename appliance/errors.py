@@ -5,6 +5,8 @@ Handlers raise; one `write_error` renders `{"error": {"status", "code", "message
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Any
 
 from tornado.web import HTTPError
@@ -69,6 +71,24 @@ class UnsupportedMediaType(BadRequest):
     code = "unsupported_media_type"
 
 
+class InsufficientStorage(ApiError):
+    status = 507
+    code = "insufficient_storage"
+
+
+def storage_error(exc: Exception) -> ApiError:
+    """What to answer when writing to the data directory failed: a full disk is the
+    admin's to fix (507); anything else is ours (500, logged by Tornado)."""
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+    )
+    if full:
+        return InsufficientStorage(
+            "The server's disk is full, so the upload was not stored. Try again later."
+        )
+    return ApiError("The upload could not be stored; the error was logged.")
+
+
 class TooManyRequests(ApiError):
     status = 429
     code = "too_many_requests"
@@ -88,6 +108,7 @@ _GENERIC_CODES = {
     416: "range_not_satisfiable",
     429: "too_many_requests",
     500: "internal_error",
+    507: "insufficient_storage",
     503: "unavailable",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,13 @@ from typing import TypeVar
 
 from appliance import imaging, validation
 from appliance.blobs import BlobStore, TempBlob
-from appliance.errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
+from appliance.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    UnsupportedMediaType,
+    storage_error,
+)
 from appliance.store import ImageRecord, ImageStore, NewImage
 
 log = logging.getLogger("pictor.library")
@@ -96,28 +103,33 @@ class Library:
             alt_text = validation.alt_text(form.alt_text or "")
             folder = validation.folder(form.folder)
             filename = validation.filename(form.filename, _EXTENSIONS[mime])
-            await self.run_io(temp.close)
+            try:
+                await self.run_io(temp.close)  # flush and fsync: a full disk shows here
+            except OSError as exc:
+                raise storage_error(exc) from exc
             try:
                 info = await self.run_imaging(imaging.probe, str(temp.path), mime)
                 thumb = await self.run_imaging(imaging.thumbnail, str(temp.path), info)
             except imaging.ImageRejected as exc:
                 raise BadRequest(exc.message, code=exc.code) from None
             sha = temp.sha256
+            new = NewImage(
+                tenant_id=tenant_id,
+                filename=filename,
+                alt_text=alt_text,
+                folder=folder,
+                mime_type=mime,
+                size_bytes=temp.size,
+                width=info.width,
+                height=info.height,
+                sha256=sha,
+            )
             async with self._lock(sha):
-                await self.run_io(self.blobs.commit, temp)
-                record = await self.images.insert(
-                    NewImage(
-                        tenant_id=tenant_id,
-                        filename=filename,
-                        alt_text=alt_text,
-                        folder=folder,
-                        mime_type=mime,
-                        size_bytes=temp.size,
-                        width=info.width,
-                        height=info.height,
-                        sha256=sha,
-                    )
-                )
+                try:
+                    await self.run_io(self.blobs.commit, temp)
+                    record = await self.images.insert(new)
+                except (OSError, sqlite3.Error) as exc:
+                    raise storage_error(exc) from exc
                 # Under the lock, so that a delete of this content cannot slip in between
                 # and leave a thumbnail without its blob.
                 await self._keep_thumbnail(sha, thumb)

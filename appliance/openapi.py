@@ -185,6 +185,7 @@ def document() -> dict[str, Any]:
                         "201": _json("Image", "The stored image"),
                         **_COMMON_ERRORS,
                         "413": _error("The file is larger than 10 MB"),
+                        "507": _error("The server's disk is full"),
                     },
                 },
             },

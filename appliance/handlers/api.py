@@ -16,8 +16,9 @@ from appliance.errors import (
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
+    storage_error,
 )
-from appliance.handlers.base import BaseHandler
+from appliance.handlers.base import BaseHandler, log
 from appliance.library import UploadForm
 from appliance.store import Tenant
 
@@ -96,6 +97,7 @@ class ImagesHandler(ApiHandler):
     _reader: uploads.MultipartReader | None = None
     _temp: TempBlob | None = None
     _received = 0
+    _failure: ApiError | None = None
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -115,6 +117,8 @@ class ImagesHandler(ApiHandler):
         try:
             if self._received > uploads.MAX_BODY_BYTES:
                 raise uploads.too_large()
+            if self._failure is not None:
+                return  # draining the body after a storage failure
             self._reader.feed(chunk)
             data = self._reader.take_file_bytes()
             if data:
@@ -124,6 +128,12 @@ class ImagesHandler(ApiHandler):
         except ApiError as exc:
             self._discard()
             self.send_api_error(exc)
+        except OSError as exc:
+            # Not the client's fault: read the rest of the body (bounded by the limit) and
+            # answer once it is in, so that the client surely gets to read the answer.
+            self._discard()
+            log.error("could not write an upload's bytes: %s", exc)
+            self._failure = storage_error(exc)
 
     def _discard(self) -> None:
         if self._temp is not None:
@@ -138,6 +148,8 @@ class ImagesHandler(ApiHandler):
         self._discard()
 
     async def post(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         reader = self._reader
         assert reader is not None
         reader.finish()
