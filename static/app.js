@@ -34,6 +34,42 @@ const state = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The view in the URL: folder and search live in the fragment (#folder=...&search=...), so
+// Back, reload and bookmarks return to the same view. The key never goes there.
+
+function viewFromUrl() {
+  const params = new URLSearchParams(window.location.hash.slice(1));
+  return { folder: params.get("folder") || null, search: (params.get("search") || "").trim() };
+}
+
+function urlForView() {
+  const params = new URLSearchParams();
+  if (state.folder !== null) params.set("folder", state.folder);
+  if (state.search) params.set("search", state.search);
+  const fragment = params.toString();
+  return window.location.pathname + window.location.search + (fragment ? `#${fragment}` : "");
+}
+
+// A new folder is a new history entry; typing a search only replaces the current one.
+function rememberView({ push = false } = {}) {
+  const url = urlForView();
+  if (url === window.location.pathname + window.location.search + window.location.hash) return;
+  if (push) window.history.pushState(null, "", url);
+  else window.history.replaceState(null, "", url);
+}
+
+function applyViewFromUrl() {
+  const view = viewFromUrl();
+  if (!state.api || (view.folder === state.folder && view.search === state.search)) return;
+  state.folder = view.folder;
+  state.search = view.search;
+  $("search-input").value = view.search;
+  renderFolders();
+  renderHeading();
+  reload();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The key: kept in sessionStorage (forgotten with the tab), or in localStorage when the user
 // ticks "keep me signed in". It is sent only in the Authorization header, never in a URL.
 
@@ -131,6 +167,7 @@ function signOut(message = "You are signed out.", isError = false) {
   state.folder = null;
   state.search = "";
   $("search-input").value = "";
+  rememberView();
   $("folder-list").replaceChildren();
   showSignIn(message, isError);
 }
@@ -141,9 +178,10 @@ function startApp(key) {
   });
   $("signin-view").hidden = true;
   $("app-view").hidden = false;
-  state.folder = null;
-  state.search = "";
-  $("search-input").value = "";
+  const view = viewFromUrl();
+  state.folder = view.folder;
+  state.search = view.search;
+  $("search-input").value = view.search;
   state.folders = [];
   renderHeading();
   renderFolders();
@@ -207,6 +245,7 @@ function renderFolders() {
 
 function selectFolder(name) {
   state.folder = name;
+  rememberView({ push: true });
   renderFolders();
   renderHeading();
   reload();
@@ -365,6 +404,7 @@ function renderEmptyState() {
 function clearSearch() {
   $("search-input").value = "";
   state.search = "";
+  rememberView();
   reload();
   $("search-input").focus();
 }
@@ -873,6 +913,8 @@ function toast(message) {
 
 function wire() {
   $("signin-form").addEventListener("submit", onSignIn);
+  window.addEventListener("popstate", applyViewFromUrl);
+  window.addEventListener("hashchange", applyViewFromUrl);
   $("signout-button").addEventListener("click", () => signOut());
 
   const search = $("search-input");
@@ -880,6 +922,7 @@ function wire() {
     const value = search.value.trim();
     if (value === state.search) return;
     state.search = value;
+    rememberView();
     reload();
   }, SEARCH_DELAY_MS);
   search.addEventListener("input", runSearch);
@@ -889,6 +932,7 @@ function wire() {
     const value = search.value.trim();
     if (value !== state.search) {
       state.search = value;
+      rememberView();
       reload();
     }
   });

@@ -399,17 +399,44 @@ def test_paging_never_shows_an_image_twice(gallery: Gallery, server: Any) -> Non
     page.route(lambda url: "/v3/images?" in url and "page=2" in url, late_upload)
     gallery.sign_in()
     expect(gallery.names.first).to_be_visible()
+    idle = "() => !document.querySelector('#grid').hasAttribute('aria-busy')"
     for _ in range(10):
-        if not page.locator("#load-more").is_visible():
+        page.wait_for_function(idle)
+        if page.locator("#load-more").is_hidden():
             break
-        page.locator("#load-more").click()
-        page.wait_for_function("() => !document.querySelector('#grid').hasAttribute('aria-busy')")
+        # The infinite scroll may load the next page (and hide the button) at any moment, so
+        # the click is the button's own, not a pointer that would wait for it to reappear.
+        page.evaluate("document.getElementById('load-more').click()")
     expect(page.locator("#load-more")).to_be_hidden()
-    page.wait_for_function("() => !document.querySelector('#grid').hasAttribute('aria-busy')")
+    page.wait_for_function(idle)
     assert arrived, "the second page was never asked for"
     shown = gallery.names.all_inner_texts()
     assert len(shown) == len(set(shown)), "an image was shown twice"
     assert [n for n in shown if n != "late-arrival.png"] == list(reversed(names))
+
+
+def test_the_view_is_kept_in_the_url_for_reload_and_back(gallery: Gallery, server: Any) -> None:
+    page = gallery.page
+    seed(server, png(20, 20), "spring-sale.png", folder="newsletters")
+    seed(server, png(21, 20), "logo.png", folder="branding")
+    seed(server, png(22, 20), "team.png")
+    gallery.sign_in()
+    expect(gallery.names).to_have_count(3)
+    page.locator("#folder-list").get_by_role("button", name="newsletters").click()
+    expect(gallery.names).to_have_text(["spring-sale.png"])
+    expect(page).to_have_url(re.compile(r"/#folder=newsletters$"))
+    search = page.get_by_label("Search images by filename or alt text")
+    search.fill("SALE")
+    expect(page).to_have_url(re.compile(r"/#folder=newsletters&search=SALE$"))
+    page.reload()  # the key stays in this tab's sessionStorage; the view comes from the URL
+    expect(gallery.names).to_have_text(["spring-sale.png"])
+    expect(search).to_have_value("SALE")
+    expect(page.get_by_role("heading", level=1)).to_have_text("newsletters")
+    page.go_back()  # before the folder was chosen: all images, no search
+    expect(page.get_by_role("heading", level=1)).to_have_text("All images")
+    expect(gallery.names).to_have_count(3)
+    expect(search).to_have_value("")
+    assert server.api_key not in page.url
 
 
 # ------------------------------------------------------------------------------------------
