@@ -141,6 +141,14 @@ class BlobStore:
         names = (p.name.partition(".")[0] for p in self.derived_dir.glob("??/*") if p.is_file())
         return {name for name in names if _HEX64.match(name)}
 
+    def drop_derived(self) -> int:
+        """Blocking. Remove every derived file (they are remade on demand)."""
+        count = 0
+        for path in self.derived_dir.glob("??/*"):
+            path.unlink(missing_ok=True)
+            count += 1
+        return count
+
     def sweep_temp(self) -> int:
         """Blocking. Remove leftovers of uploads that never finished (start-up only)."""
         count = 0

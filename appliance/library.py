@@ -80,6 +80,7 @@ class Library:
         """Remove unfinished uploads and blobs no live image uses (a crash's leftovers), with
         their thumbnails, and thumbnails left without a blob (rendered while it was deleted)."""
         temps = await self.run_io(self.blobs.sweep_temp)
+        await self._drop_stale_thumbnails()
         live = await self.images.live_digests()
         on_disk = await self.run_io(self.blobs.all_digests)
         derived = await self.run_io(self.blobs.derived_digests)
@@ -89,6 +90,16 @@ class Library:
         for sha in live - on_disk:
             log.error("blob %s is missing: its images cannot be served (run `verify`)", sha)
         return temps, len(orphans)
+
+    async def _drop_stale_thumbnails(self) -> None:
+        """Thumbnails made by code of another thumbnail version are removed (and remade on
+        demand), so that no old bytes are served under a new ETag after an upgrade."""
+        if await self.images.state("thumbnail_version") == imaging.THUMBNAIL_VERSION:
+            return
+        dropped = await self.run_io(self.blobs.drop_derived)
+        if dropped:
+            log.info("removed %d thumbnail(s) of another version", dropped)
+        await self.images.set_state("thumbnail_version", imaging.THUMBNAIL_VERSION)
 
     # -- upload -------------------------------------------------------------------------
 

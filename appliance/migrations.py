@@ -130,4 +130,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        "0006_appliance_state",
+        # Facts about the data directory itself, e.g. which version made its thumbnails.
+        """
+        CREATE TABLE appliance_state (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    ),
 )

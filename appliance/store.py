@@ -273,6 +273,18 @@ class ImageStore:
         )
         return [ImageRecord.from_row(r) for r in rows]
 
+    async def state(self, name: str) -> str | None:
+        row = await self.db.fetchone("SELECT value FROM appliance_state WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
+    async def set_state(self, name: str, value: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO appliance_state (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
     async def live_digests(self) -> set[str]:
         rows = await self.db.fetchall("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
         return {str(r[0]) for r in rows}

@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import io
 import socket
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -604,3 +605,28 @@ def test_pipelined_requests_are_all_answered(server: Server, img: Uploaded) -> N
         rest = body[len(img.data) :]
         assert body[: len(img.data)] == img.data
     sock.close()
+
+
+def test_thumbnails_of_another_version_are_dropped_at_start(server_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path / "lib"
+    first = server_factory(data_dir=data_dir)
+    image, thumb = thumb_of(first, images.jpeg(900, 600), "v.jpg", "image/jpeg")
+    first.stop()
+    [kept] = list((data_dir / "derived").glob("*/*"))
+    kept.write_bytes(b"made by an older version")  # what an upgrade must not serve
+    with sqlite3.connect(data_dir / "pictor.db") as db:  # as if an older version made it
+        db.execute("UPDATE appliance_state SET value = '0' WHERE name = 'thumbnail_version'")
+    db.close()
+    second = server_factory(data_dir=data_dir)
+    assert not list((data_dir / "derived").glob("*/*"))
+    again = get(second, image.path + "?variant=thumbnail")
+    assert (again.status, again.body, again.headers["ETag"]) == (
+        200,
+        thumb.body,
+        thumb.headers["ETag"],
+    )
+    # The same version at the next start keeps its thumbnails.
+    second.stop()
+    third = server_factory(data_dir=data_dir)
+    assert [p.read_bytes() for p in (data_dir / "derived").glob("*/*")] == [thumb.body]
+    assert get(third, image.path + "?variant=thumbnail").body == thumb.body
