@@ -73,7 +73,7 @@ class TempBlob:
 
 
 class BlobStore:
-    """put (via TempBlob + commit) / open / stat / delete on content-addressed files."""
+    """put (via TempBlob + commit), path, delete on content-addressed files."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -119,12 +119,6 @@ class BlobStore:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         return dest
-
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
-    def stat(self, sha256: str) -> os.stat_result:
-        return self.path(sha256).stat()
 
     def delete(self, sha256: str) -> None:
         """Blocking. Remove a blob and everything derived from it, derived files first: a

@@ -261,12 +261,6 @@ class ImageStore:
             )
         return record, not list(users)
 
-    async def blob_in_use(self, sha256: str) -> bool:
-        row = await self.db.fetchone(
-            "SELECT 1 FROM images WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1", (sha256,)
-        )
-        return row is not None
-
     async def live_images(self) -> list[ImageRecord]:
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM images WHERE deleted_at IS NULL ORDER BY seq"

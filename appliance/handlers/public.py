@@ -199,7 +199,7 @@ class PublicImageHandler(BaseHandler):
 
     async def get(self, image_id: str, include_body: bool = True) -> None:
         variant = self._variant()
-        record = self.library.cached_public(image_id) or await self.library.public_record(image_id)
+        record = await self.library.public_record(image_id)  # from its cache when it can
         if record is None:
             raise NotFound("No image with this id.", code="image_not_found")
         if record.deleted_at is not None:
