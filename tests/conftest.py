@@ -23,6 +23,8 @@ from appliance.app import Appliance, start_appliance
 from appliance.config import Settings
 from tests.encoding import multipart
 
+pytest_plugins = ["tests.s3_server"]
+
 DEFAULT = object()
 
 
