@@ -32,6 +32,9 @@ from appliance.store import KeyStore, Metadata
 
 log = logging.getLogger("pictor")
 
+SWEEP_EVERY = 6 * 3600.0  # seconds between a scaled-out node's sweeps (jittered)
+SWEEP_GRACE = 3600.0  # objects younger than this are never swept
+
 
 def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Application:
     deps = {"services": services}
@@ -140,7 +143,14 @@ async def start_appliance(
     metadata, library, pools = await open_services(settings)
     tasks: list[asyncio.Task[None]] = []
     try:
-        temps, orphans = await library.sweep()
+        if settings.blob_store == "file":
+            # The embedded library: a crash's leftovers are swept before serving.
+            temps, orphans = await library.sweep()
+        else:
+            # Scaled out: this node's scratch files now; orphans of any node's crash in
+            # the background, now and every few hours, past a grace period.
+            temps, orphans = await library.blobs.sweep_scratch(), 0
+            tasks.append(asyncio.create_task(library.sweep_forever(SWEEP_EVERY, SWEEP_GRACE)))
         created = await metadata.keys.create_first_key("default")
         first_key = None if created is None else created.key
         cache = RepresentationCache()

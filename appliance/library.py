@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 from collections import OrderedDict
@@ -97,6 +98,21 @@ class Library:
         for sha in live - originals:
             log.error("blob %s is missing: its images cannot be served (run `verify`)", sha)
         return temps, removed
+
+    async def sweep_forever(self, interval: float, grace_seconds: float) -> None:
+        """Sweep now and then, for as long as the service runs (scaled out, where another
+        node's crash leaves orphans that no restart of this one would sweep). The grace
+        period keeps a sweep off objects too new to judge."""
+        while True:
+            try:
+                temps, removed = await self.sweep(grace_seconds)
+                if temps or removed:
+                    log.info("swept %d temp file(s) and %d unused blob(s)", temps, removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the sweep failed; it runs again later", exc_info=True)
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
 
     async def _drop_stale_thumbnails(self) -> None:
         """Thumbnails made by code of another thumbnail version are removed (and remade on
