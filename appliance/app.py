@@ -95,15 +95,16 @@ class Appliance:
             await asyncio.wait_for(self.server.close_all_connections(), timeout=10)
         except TimeoutError:
             log.warning("requests still running after 10 s were aborted")
-        await _close(self.metadata, self.library, self.pools, self.tasks)
+        await close_services(self.metadata, self.library, self.pools, self.tasks)
 
 
-async def _close(
+async def close_services(
     metadata: Metadata,
     library: Library,
     pools: list[ThreadPoolExecutor],
-    tasks: list[asyncio.Task[None]],
+    tasks: list[asyncio.Task[None]] | None = None,
 ) -> None:
+    tasks = tasks or []
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,7 +170,7 @@ async def start_appliance(
     except BaseException:
         # A half-started appliance must not linger (aiosqlite's thread would keep the
         # process alive): close what was opened, then fail.
-        await _close(metadata, library, pools, tasks)
+        await close_services(metadata, library, pools, tasks)
         raise
     port = sockets[0].getsockname()[1]
     log.info("%s; swept %d temp file(s) and %d unused blob(s)", vips, temps, orphans)
