@@ -117,6 +117,7 @@ def test_revoked_key_is_refused_at_once(server: Server) -> None:
     assert server.request("GET", "/v3/images").status == 200
 
 
+@pytest.mark.embedded_only
 def test_keys_are_stored_only_as_hashes(server: Server) -> None:
     other = server.new_key("acme")
     for key in (server.api_key, other):
@@ -318,6 +319,7 @@ def test_empty_library(server: Server) -> None:
     assert server.request("GET", "/v3/images/folders").json() == {"folders": []}
 
 
+@pytest.mark.embedded_only
 def test_list_is_newest_first_also_within_one_second(server: Server) -> None:
     ids = [uploaded(server, images.png(10 + i, 10))["id"] for i in range(6)]
     # Whatever the clock did, give them all the same timestamp: upload order must decide.
@@ -518,6 +520,27 @@ def test_search_combines_with_folder_and_paging(server: Server) -> None:
     assert list_images(server, "search=")["total"] == 6
 
 
+def test_sha256_filter_lists_this_tenants_live_copies_of_the_bytes(server: Server) -> None:
+    data = images.png(21, 13)
+    sha = hashlib.sha256(data).hexdigest()
+    first = uploaded(server, data, "a.png", folder="brand")
+    second = uploaded(server, data, "b.png")
+    gone = uploaded(server, data, "c.png")
+    uploaded(server, images.png(22, 13), "other.png")
+    uploaded(server, data, "theirs.png", key=server.new_key("other"))
+    assert server.request("DELETE", f"/v3/images/{gone['id']}").status == 204
+    for query in (f"sha256={sha}", f"sha256={sha.upper()}"):
+        body = list_images(server, query)
+        assert [i["id"] for i in body["images"]] == [second["id"], first["id"]]
+        assert (body["total"], body["page"], body["page_size"]) == (2, 1, 25)
+    body = list_images(server, f"sha256={sha}&folder=brand")
+    assert ([i["id"] for i in body["images"]], body["total"]) == ([first["id"]], 1)
+    missing = hashlib.sha256(b"never uploaded").hexdigest()
+    assert list_images(server, f"sha256={missing}")["images"] == []
+    for bad in ("abc", sha[:-1] + "g", sha + "0", ""):
+        assert_error(server.request("GET", f"/v3/images?sha256={bad}"), 400, "invalid_parameter")
+
+
 def test_search_follows_patch_and_delete(server: Server) -> None:
     image = uploaded(server, images.png(), "cat.png", alt_text="sleepy tabby")
     assert list_images(server, "search=tabby")["total"] == 1
@@ -579,6 +602,7 @@ def _age(server: Server, image_id: str) -> None:
     )
 
 
+@pytest.mark.embedded_only
 def test_patch_alt_text_and_folder(server: Server) -> None:
     image = uploaded(server, images.png(), "a.png", alt_text="old", folder="f1")
     _age(server, image["id"])
@@ -629,6 +653,7 @@ def test_patch_limits_are_inclusive(server: Server) -> None:
     assert server.request("GET", "/v3/images/folders").json() == {"folders": [folder]}
 
 
+@pytest.mark.embedded_only
 def test_patch_with_empty_object_changes_nothing(server: Server) -> None:
     image = uploaded(server, images.png(), alt_text="keep", folder="keep")
     _age(server, image["id"])
