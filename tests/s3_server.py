@@ -46,7 +46,7 @@ from types import TracebackType
 
 import pytest
 
-from appliance.s3client import Credentials, S3Config, canonical_query, sign, uri_encode
+from appliance.blobs.s3client import Credentials, S3Config, canonical_query, sign, uri_encode
 
 WEED = Path(sys.executable).with_name("weed")
 REGION = "us-east-1"

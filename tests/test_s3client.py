@@ -15,15 +15,15 @@ from typing import TypeVar
 
 import pytest
 
-from appliance.s3client import (
+from appliance.blobs.s3client import (
     Credentials,
     ObjectNotFound,
     S3Client,
     S3Config,
     S3Error,
-    StorageUnavailable,
     sign,
 )
+from appliance.errors import StorageUnavailable
 from tests.s3_server import S3Target, SeaweedFS
 
 T = TypeVar("T")
@@ -275,7 +275,7 @@ def test_a_hung_store_times_out_then_recovers(seaweedfs: SeaweedFS, s3_target: S
                 for call in (client.get_range(key, 0, 10), client.put_bytes(key + "2", b"y")):
                     with pytest.raises(StorageUnavailable) as caught:
                         await call
-                    messages.append(str(caught.value).split(" within")[0])
+                    messages.append(caught.value.message.split(" within")[0])
             finally:
                 seaweedfs.thaw()
             body, _ = await client.get_range(key, 0, 100)
@@ -285,8 +285,8 @@ def test_a_hung_store_times_out_then_recovers(seaweedfs: SeaweedFS, s3_target: S
 
     messages, body = run(scenario())
     assert messages == [
-        "the object store did not answer GET",
-        "the object store did not answer PUT",
+        "The object store did not answer GET",
+        "The object store did not answer PUT",
     ]
     assert body == b"still there"
 

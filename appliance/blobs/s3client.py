@@ -55,6 +55,8 @@ from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
+from appliance.errors import StorageUnavailable
+
 T = TypeVar("T")
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -65,12 +67,6 @@ IDLE_MAX_SECONDS = 15.0  # below the idle timeouts of common stores (AWS closes 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _UNRESERVED = "-_.~"
-
-
-class StorageUnavailable(Exception):
-    """The object store could not be reached or answered 5xx: try again later.
-
-    Placeholder until `appliance.errors.StorageUnavailable` lands on main."""
 
 
 class ObjectNotFound(FileNotFoundError):
@@ -109,9 +105,12 @@ class S3Config:
     endpoint: str | None = None  # e.g. http://127.0.0.1:8333; path-style when set
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> S3Config:
-        """Parse `s3://BUCKET[/PREFIX]` and read PICTOR_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
-        AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional) and AWS_REGION."""
+    def from_url(
+        cls, url: str, environ: Mapping[str, str] | None = None, endpoint: str | None = None
+    ) -> S3Config:
+        """Parse `s3://BUCKET[/PREFIX]` and read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+        AWS_SESSION_TOKEN (optional), AWS_REGION and, unless `endpoint` (the --s3-endpoint
+        setting) is given, PICTOR_S3_ENDPOINT."""
         env = os.environ if environ is None else environ
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
@@ -126,7 +125,7 @@ class S3Config:
         secret_key = env.get("AWS_SECRET_ACCESS_KEY", "")
         if not access_key or not secret_key:
             raise ValueError("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the S3 store")
-        endpoint = env.get("PICTOR_S3_ENDPOINT") or None
+        endpoint = endpoint or env.get("PICTOR_S3_ENDPOINT") or None
         if endpoint is not None:
             ep = urlsplit(endpoint)
             if ep.scheme not in ("http", "https") or not ep.hostname or ep.query or ep.fragment:
@@ -486,10 +485,12 @@ class S3Client:
             if token is None:
                 return
 
-    async def check_bucket(self) -> None:
+    async def check_bucket(self, time_limit: float | None = None) -> None:
         """Cheap proof that the bucket answers with our credentials: a one-key listing."""
         query = {"list-type": "2", "prefix": self.config.prefix, "max-keys": "1"}
-        resp = await self._request("GET", None, query=query, limit=MAX_XML_BYTES)
+        resp = await self._request(
+            "GET", None, query=query, limit=MAX_XML_BYTES, time_limit=time_limit
+        )
         if resp.status != 200:
             self._raise(resp, self.config.bucket)
 
@@ -527,14 +528,15 @@ class S3Client:
         query: Mapping[str, str] | None = None,
         body: _Body | None = None,
         limit: int = MAX_ERROR_BYTES,
+        time_limit: float | None = None,
     ) -> Response:
         """Sign and send one request; retry once on a fresh connection when a kept-alive one
         turns out closed, and once after a 500 or 503 (every call here is idempotent)."""
         if self._pool.closed:
-            raise StorageUnavailable("the S3 client is closed")
+            raise StorageUnavailable("The S3 client is closed.")
         path = self._target(key)
         query = dict(query or {})
-        budget = self.request_timeout + (body.size if body else 0) / self.min_rate
+        budget = time_limit or self.request_timeout + (body.size if body else 0) / self.min_rate
         try:
             async with asyncio.timeout(budget):
                 for attempt in range(3):
@@ -546,16 +548,24 @@ class S3Client:
                         continue
                     if resp.status >= 500:
                         raise StorageUnavailable(
-                            f"the object store answered {resp.status} {_error_code(resp)}"
+                            f"The object store answered {resp.status} {_error_code(resp)}; "
+                            "try again shortly."
                         )
                     return resp
-                raise StorageUnavailable("the object store keeps closing connections")
+                raise StorageUnavailable(
+                    "The object store keeps closing the connection; try again shortly."
+                )
         except TimeoutError:
             raise StorageUnavailable(
-                f"the object store did not answer {method} within {budget:.1f} s"
+                f"The object store did not answer {method} within {budget:.1f} s; "
+                "try again shortly."
             ) from None
         except _TRANSIENT as exc:
-            raise StorageUnavailable(f"the object store is unreachable: {exc!r}") from exc
+            reason = getattr(exc, "real_error", None) or exc
+            raise StorageUnavailable(
+                f"The object store is unreachable ({reason or type(exc).__name__}); "
+                "try again shortly."
+            ) from exc
 
     async def _send(
         self,
