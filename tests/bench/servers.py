@@ -67,10 +67,16 @@ def _which(tool: str) -> str | None:
 # -- the appliance -----------------------------------------------------------------------
 
 
-def create_key(ctx: Context, data_dir: Path, command: Sequence[str] = SOURCE_COMMAND) -> str:
+def create_key(
+    ctx: Context,
+    data_dir: Path,
+    command: Sequence[str] = SOURCE_COMMAND,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """`keys create` prints the key alone on its last line (the CLI contract)."""
     done = ctx.procs.run(
-        [*command, "keys", "create", "--tenant", "default", "--data-dir", str(data_dir)]
+        [*command, "keys", "create", "--tenant", "default", "--data-dir", str(data_dir)],
+        env=env,
     )
     if done.returncode != 0:
         raise RuntimeError(f"keys create failed: {done.stderr.strip()}")
@@ -95,16 +101,19 @@ class Appliance:
         key: str | None = None,
         command: Sequence[str] = SOURCE_COMMAND,
         core: int = SERVER_CORE,
+        env: Mapping[str, str] | None = None,
     ) -> Appliance:
+        """`env`: extra environment (e.g. PICTOR_BLOB_STORE and the S3 settings)."""
         data_dir.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, **env} if env else None
         if key is None:
-            key = create_key(ctx, data_dir, command)
+            key = create_key(ctx, data_dir, command, full_env)
         port = free_port()
         argv = [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--data-dir", str(data_dir)]
         with open(data_dir.parent / f"{data_dir.name}.log", "ab") as log:
             started = time.perf_counter()
-            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log)
+            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log, env=full_env)
         wait_http(port, proc)
         return cls(ctx, data_dir, port, proc, key, time.perf_counter() - started)
 
