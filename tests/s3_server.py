@@ -134,8 +134,10 @@ class SeaweedFS:
     """`weed mini` on loopback ports, data under `root` (a temp dir by default), S3 with one
     identity. `stop()`/`start()` restart it on the same ports and data."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, core: int | None = None) -> None:
+        """`core`: pin the server to this CPU (benchmarks)."""
         self._own_root = root is None
+        self.core = core
         self.root = Path(tempfile.mkdtemp(prefix="pictor-weed-")) if root is None else root
         self.data_dir = self.root / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,9 @@ class SeaweedFS:
 
     def command(self) -> list[str]:
         p = self.ports
+        pin = ["taskset", "-c", str(self.core)] if self.core is not None else []
         return [
+            *pin,
             str(WEED),
             "mini",
             f"-dir={self.data_dir}",

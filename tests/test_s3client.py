@@ -233,6 +233,22 @@ def test_sequential_requests_reuse_one_connection(s3_target: S3Target) -> None:
     assert 1 < after_parallel <= 8
 
 
+def test_close_closes_every_connection(s3_target: S3Target) -> None:
+    async def scenario() -> tuple[int, int, str]:
+        client = client_for(s3_target)
+        await client.put_bytes(f"{s3_target.prefix}/c", b"c")
+        await asyncio.gather(*(client.head(f"{s3_target.prefix}/c") for _ in range(5)))
+        before = client.open_connections
+        await client.close()
+        with pytest.raises(StorageUnavailable) as caught:
+            await client.head(f"{s3_target.prefix}/c")
+        return before, client.open_connections, caught.value.message
+
+    before, after, message = run(scenario())
+    assert before >= 2
+    assert (after, message) == (0, "The S3 client is closed.")
+
+
 def test_a_stopped_store_is_unavailable_then_recovers(
     seaweedfs: SeaweedFS, s3_target: S3Target
 ) -> None:

@@ -41,6 +41,7 @@ import os
 import re
 import ssl
 import time
+import weakref
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -305,6 +306,7 @@ class _Pool:
         self.tcp: TCPClient | None = None  # made on first use, on the running loop
         self.closed = False
         self.connections_made = 0
+        self.streams: weakref.WeakSet[IOStream] = weakref.WeakSet()
 
     def take_idle(self) -> IOStream | None:
         now = time.monotonic()
@@ -326,6 +328,7 @@ class _Pool:
         )
         stream.set_nodelay(True)
         self.connections_made += 1
+        self.streams.add(stream)
         return stream
 
     def give_back(self, stream: IOStream) -> None:
@@ -384,6 +387,11 @@ class S3Client:
         self._params = HTTP1ConnectionParameters(
             no_keep_alive=False, chunk_size=256 * 1024, max_header_size=64 * 1024
         )
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, in use or idle (0 after `close()` once requests ended)."""
+        return sum(not stream.closed() for stream in self._pool.streams)
 
     @property
     def connections_made(self) -> int:
