@@ -98,13 +98,19 @@ def test_a_wrong_secret_is_refused_with_403(s3_target: S3Target, tmp_path: Path)
     source = tmp_path / "blob"
     source.write_bytes(b"payload")
     digest = hashlib.sha256(b"payload").hexdigest()
+    # 10 MB: the store answers 403 long before it has the body, and closes the connection.
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(10 * 1024 * 1024))
+    big_digest = hashlib.sha256(big.read_bytes()).hexdigest()
 
     async def attempts() -> list[tuple[int, str]]:
         client = S3Client(s3_target.config(secret_key=secrets.token_hex(8)))
         outcomes = []
+        size = 10 * 1024 * 1024
         try:
             for call in (
                 lambda: client.put_file(f"{s3_target.prefix}/a", str(source), digest, 7),
+                lambda: client.put_file(f"{s3_target.prefix}/c", str(big), big_digest, size),
                 lambda: client.put_bytes(f"{s3_target.prefix}/b", b"payload"),
                 lambda: client.get_range(f"{s3_target.prefix}/a", 0, 10),
                 client.check_bucket,
@@ -117,7 +123,7 @@ def test_a_wrong_secret_is_refused_with_403(s3_target: S3Target, tmp_path: Path)
             await client.close()
         return outcomes
 
-    assert run(attempts()) == [(403, "SignatureDoesNotMatch")] * 4
+    assert run(attempts()) == [(403, "SignatureDoesNotMatch")] * 5
 
 
 def test_a_payload_that_does_not_match_its_signed_hash_is_refused(

@@ -56,6 +56,7 @@ _COLUMNS = (
 )
 _I_COLUMNS = ", ".join("i." + c.strip() for c in _COLUMNS.split(","))
 
+
 def _phrase(search: str) -> str:
     """The search as one literal FTS5 phrase: quotes doubled, nothing else special."""
     return '"' + search.replace('"', '""') + '"'
@@ -198,7 +199,12 @@ class SQLiteImageStore:
             params += values
         clause = " AND ".join(where)
         total = await self._total(
-            tenant_id, folder is not None or sha256 is not None, search, indexed, source, clause,
+            tenant_id,
+            folder is not None or sha256 is not None,
+            search,
+            indexed,
+            source,
+            clause,
             params,
         )
         rows = await self.db.fetchall(
@@ -301,9 +307,7 @@ class SQLiteImageStore:
     async def import_images(self, records: list[ImageRecord]) -> None:
         async with self.db.transaction() as conn:
             for r in records:
-                cursor = await conn.execute(
-                    "SELECT deleted_at FROM images WHERE id = ?", (r.id,)
-                )
+                cursor = await conn.execute("SELECT deleted_at FROM images WHERE id = ?", (r.id,))
                 existing = await cursor.fetchone()
                 await cursor.close()
                 await conn.execute(
@@ -347,7 +351,6 @@ class SQLiteImageStore:
     async def live_digests(self) -> set[str]:
         rows = await self.db.fetchall("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
         return {str(r[0]) for r in rows}
-
 
     async def events_since(self, cursor: int | None) -> tuple[list[Event], int]:
         if cursor is None:
@@ -483,9 +486,7 @@ class SQLiteKeyStore:
 
     async def _touch(self, key_id: str) -> None:
         now = time.monotonic()
-        if (
-            now - self._last_touch.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION
-        ):
+        if now - self._last_touch.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION:
             return
         self._last_touch[key_id] = now
         async with self.db.transaction() as conn:
