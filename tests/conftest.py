@@ -23,6 +23,9 @@ from appliance.app import Appliance, start_appliance
 from appliance.config import Settings
 from tests.encoding import multipart
 
+# A real PostgreSQL for the scale-out tests: `postgres_server`, `postgres_url`.
+pytest_plugins = ["tests.pg_server"]
+
 DEFAULT = object()
 
 
