@@ -71,6 +71,7 @@ RESET = "reset"  # events were pruned past a cursor: forget every cached record
 POLL_INTERVAL = 0.5
 LISTEN_RETRY = 0.5
 LISTEN_KEEPALIVE = 10.0
+UNAVAILABLE_LOG_INTERVAL = 10.0
 EVENT_RETENTION = "1 day"  # events older than this are pruned: nodes read them in a second
 EVENT_PRUNE_INTERVAL = 600.0
 
@@ -118,8 +119,14 @@ _SESSION_SETTINGS = {
 }
 
 
+_last_warning = [-60.0]
+
+
 def _unavailable(exc: BaseException) -> StorageUnavailable:
-    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    now = time.monotonic()
+    if now - _last_warning[0] >= UNAVAILABLE_LOG_INTERVAL:  # not once per request
+        _last_warning[0] = now
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
     return StorageUnavailable("The database is not reachable right now. Try again shortly.")
 
 
@@ -195,10 +202,10 @@ class Database:
         try:
             yield Session(conn)
         finally:
-            try:
-                await asyncio.wait_for(self.pool.release(conn), timeout=ACQUIRE_TIMEOUT)
-            except _UNAVAILABLE_OR_CLOSED:
-                conn.terminate()  # the pool replaces it on a later acquire
+            # A connection whose reset fails or overstays is terminated by the pool itself,
+            # which opens a new one on a later acquire.
+            with contextlib.suppress(*_UNAVAILABLE_OR_CLOSED):
+                await self.pool.release(conn, timeout=ACQUIRE_TIMEOUT)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
@@ -498,10 +505,11 @@ class PostgresImageStore:
             if r["id"] is not None
         ]
         head = int(rows[0]["last_id"])
+        after = events[-1].seq if events else max(cursor, head)
         first = events[0].seq if events else head + 1
         if first > cursor + 1 and head > cursor:
             events.insert(0, Event(cursor + 1, RESET, ""))
-        return events, events[-1].seq if events else max(cursor, head)
+        return events, after
 
     async def _prune_events(self) -> None:
         now = time.monotonic()
