@@ -161,6 +161,15 @@ class Session:
         return await _call(self.conn.fetchval(sql, *args))
 
 
+async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a connection needs before going back to the pool. asyncpg's default (unlock
+    advisory locks, close cursors, UNLISTEN, RESET ALL) costs a round trip per call, and
+    none of it applies: locks are transaction-scoped, nothing listens or SETs on pooled
+    connections. Only a transaction somehow left open must not be handed on."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class Database:
     """An asyncpg pool whose every use is bounded in time."""
 
@@ -180,6 +189,7 @@ class Database:
             timeout=CONNECT_TIMEOUT,
             command_timeout=STATEMENT_TIMEOUT,
             server_settings=_SESSION_SETTINGS,
+            reset=_reset,
         )
         await _call(asyncio.wait_for(pool, timeout=CONNECT_TIMEOUT * 2))
         db = cls(pool, url)
@@ -388,31 +398,26 @@ class PostgresImageStore:
             where.append(f"(filename_folded LIKE {pattern} OR alt_text_folded LIKE {pattern})")
         clause = " AND ".join(where)
         if search or sha256 is not None:
-            count_sql, count_args = f"SELECT count(*) FROM images WHERE {clause}", list(args)
+            total = f"SELECT count(*) FROM images WHERE {clause}"
         elif folder is not None:
-            count_sql, count_args = (
-                "SELECT coalesce((SELECT live_images FROM folder_stats "
-                "WHERE tenant_id = $1 AND folder = $2), 0)",
-                [tenant_id, folder],
-            )
+            total = "SELECT live_images FROM folder_stats WHERE tenant_id = $1 AND folder = $2"
         else:
-            count_sql, count_args = (
-                "SELECT coalesce((SELECT live_images FROM tenant_stats WHERE tenant_id = $1), 0)",
-                [tenant_id],
-            )
-        page_sql = (
-            f"SELECT {_COLUMNS} FROM images WHERE {clause} "
-            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)}"
+            total = "SELECT live_images FROM tenant_stats WHERE tenant_id = $1"
+        # One statement, so one snapshot (the total agrees with the page) and one round trip:
+        # the page's rows, each with the total, or a lone row with the total and no image.
+        rows = await self.db.fetch(
+            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE {clause} "
+            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)}) "
+            f"SELECT coalesce(({total}), 0) AS total, page.* "
+            "FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY page.seq DESC",
+            *args,
         )
-
-        async def run(session: Session) -> Page:
-            # One snapshot for both, so the total agrees with the page.
-            async with session.conn.transaction(isolation="repeatable_read", readonly=True):
-                total = await session.fetchval(count_sql, *count_args)
-                rows = await session.fetch(page_sql, *args)
-            return Page([_record(r) for r in rows], int(total))
-
-        return await self.db.read(run)
+        images = [
+            ImageRecord(**{k: v for k, v in r.items() if k != "total"})
+            for r in rows
+            if r["id"] is not None
+        ]
+        return Page(images, int(rows[0]["total"]))
 
     async def folders(self, tenant_id: int) -> list[str]:
         rows = await self.db.fetch(
