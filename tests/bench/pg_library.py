@@ -199,5 +199,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
-
-_unused: Callable[..., object] = run  # the section entry point for tests.bench.__main__
