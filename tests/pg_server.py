@@ -220,13 +220,15 @@ class PostgresServer:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL with psql (over TCP, as the tests' user); returns its unaligned output."""
         done = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-c", sql, self.url(dbname)],
+            [str(self.bindir / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql,
+             "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", dbname],
             check=True,
             timeout=60,
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
+            # The password by environment, not on a command line other users can read.
+            env={**self._env(), "PGPASSWORD": self.password},
         )  # fmt: skip
         return done.stdout
 

@@ -61,6 +61,8 @@ ACQUIRE_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 10.0
 # Waiting for another node's digest lock: its holder may be writing a 10 MB blob to the store.
 LOCK_TIMEOUT = 30.0
+# Statements that read or change the whole library (migrations, start-up sweeps, verify).
+BULK_TIMEOUT = 3600.0
 # A node that stops talking mid-transaction (frozen, partitioned) loses its locks after this.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 POOL_MIN, POOL_MAX = 1, 10
@@ -151,14 +153,24 @@ class Session:
     async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
         return await _call(self.conn.execute(sql, *args, timeout=timeout))
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await _call(self.conn.fetch(sql, *args))
+    async def fetch(
+        self,
+        sql: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[asyncpg.Record]:
+        return await _call(self.conn.fetch(sql, *args, timeout=timeout))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await _call(self.conn.fetchrow(sql, *args))
 
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await _call(self.conn.fetchval(sql, *args))
+    async def fetchval(
+        self,
+        sql: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        return await _call(self.conn.fetchval(sql, *args, timeout=timeout))
 
 
 async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -247,24 +259,35 @@ class Database:
         async with self.session() as session:
             return await fn(session)
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.read(lambda s: s.fetch(sql, *args))
+    async def fetch(
+        self,
+        sql: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[asyncpg.Record]:
+        return await self.read(lambda s: s.fetch(sql, *args, timeout=timeout))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self.read(lambda s: s.fetchrow(sql, *args))
 
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.read(lambda s: s.fetchval(sql, *args))
+    async def fetchval(
+        self,
+        sql: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        return await self.read(lambda s: s.fetchval(sql, *args, timeout=timeout))
 
     async def migrate(self) -> None:
         """Apply the missing migrations, once however many nodes start together: the first
         takes the lock and migrates, the others wait for it and find nothing left to do."""
         async with self.transaction() as tx:
+            # Another node may be migrating a big table: wait as long as a migration may take.
             await tx.execute(
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 _LOCK_SPACE,
                 _MIGRATIONS_LOCK,
-                timeout=LOCK_TIMEOUT,
+                timeout=BULK_TIMEOUT,
             )
             await tx.execute(
                 "CREATE TABLE IF NOT EXISTS migrations "
@@ -274,7 +297,7 @@ class Database:
             for name, sql in MIGRATIONS:
                 if name in done:
                     continue
-                await tx.execute(sql)
+                await tx.execute(sql, timeout=BULK_TIMEOUT)
                 await tx.execute(
                     "INSERT INTO migrations (name, applied_at) VALUES ($1, $2)", name, utcnow()
                 )
@@ -468,12 +491,15 @@ class PostgresImageStore:
 
     async def live_images(self) -> list[ImageRecord]:
         rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM images WHERE deleted_at IS NULL ORDER BY seq"
+            f"SELECT {_COLUMNS} FROM images WHERE deleted_at IS NULL ORDER BY seq",
+            timeout=BULK_TIMEOUT,
         )
         return [_record(r) for r in rows]
 
     async def live_digests(self) -> set[str]:
-        rows = await self.db.fetch("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
+        rows = await self.db.fetch(
+            "SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL", timeout=BULK_TIMEOUT
+        )
         return {str(r["sha256"]) for r in rows}
 
     async def state(self, name: str) -> str | None:
@@ -731,14 +757,16 @@ class PostgresMetadata:
             " GROUP BY tenant_id"
             ") live FULL JOIN (SELECT * FROM tenant_stats WHERE live_images <> 0) s"
             " USING (tenant_id)"
-            " WHERE live.n IS DISTINCT FROM s.live_images"
+            " WHERE live.n IS DISTINCT FROM s.live_images",
+            timeout=BULK_TIMEOUT,
         )
         wrong_folders = await self.db.fetchval(
             "SELECT count(*) FROM ("
             " SELECT tenant_id, folder, count(*) AS n FROM images"
             " WHERE deleted_at IS NULL AND folder IS NOT NULL GROUP BY tenant_id, folder"
             ") live FULL JOIN folder_stats s USING (tenant_id, folder)"
-            " WHERE live.n IS DISTINCT FROM s.live_images"
+            " WHERE live.n IS DISTINCT FROM s.live_images",
+            timeout=BULK_TIMEOUT,
         )
         if wrong or wrong_folders:
             return (
