@@ -599,3 +599,97 @@ def test_events_reach_a_waiting_instance(backend: Backend) -> None:
             await second.close()
 
     run(scenario())
+
+
+# -- copying a library (pictor migrate) ------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A second, empty library, on each backend in turn (migrate: any backend to any)."""
+    if request.param == "sqlite":
+        path = tmp_path / "target" / "pictor.db"
+        path.parent.mkdir()
+        return Backend("sqlite", lambda: open_sqlite(path))
+    server = request.getfixturevalue("postgres_server")
+    server.start()
+    url = server.create_database()
+    return Backend("postgres", lambda: open_postgres(url))
+
+
+def test_export_and_import_copy_a_library_to_any_backend(backend: Backend, target: Backend) -> None:
+    async def scenario() -> None:
+        source, copy = await backend.open(), await target.open()
+        try:
+            first_key = await source.keys.create_key("a")
+            revoked = await source.keys.create_key("b")
+            await source.keys.authenticate(first_key.key)  # last_used_at set
+            await source.keys.revoke(revoked.key_id)
+            tenants = {t.name: t for t in await source.keys.list_tenants()}
+            assert sorted(tenants) == ["a", "b"]
+            made = []
+            for n in range(5):
+                tenant = tenants["ab"[n % 2]]
+                alt = f"Été n°{n}"
+                made.append(await insert(source, new_image(tenant, n % 4, alt_text=alt)))
+            await source.images.update(tenants["a"].id, made[0].id, {"folder": "moved"})
+            await source.images.delete(tenants["b"].id, made[1].id)
+
+            # Keys first (they bring the tenants, by name), then images in pages.
+            await copy.keys.import_keys(await source.keys.export_keys())
+            mapped = {t.name: t.id for t in await copy.keys.list_tenants()}
+            names = {t.id: t.name for t in tenants.values()}
+            exported: list[ImageRecord] = []
+            while page := await source.images.export_images(exported[-1].seq if exported else 0, 2):
+                exported += page
+                await copy.images.import_images(
+                    [replace(r, tenant_id=mapped[names[r.tenant_id]]) for r in page]
+                )
+            assert [r.id for r in exported] == [r.id for r in made]  # tombstone included
+
+            async def library(metadata: Metadata) -> dict[str, Any]:
+                ids = {t.name: t.id for t in await metadata.keys.list_tenants()}
+                listed = {}
+                for name, tenant_id in ids.items():
+                    page = await metadata.images.list_page(
+                        tenant_id, folder=None, search="été", page=1, page_size=10
+                    )
+                    listed[name] = (
+                        [replace(r, seq=0, tenant_id=0) for r in page.images],
+                        page.total,
+                        await metadata.images.folders(tenant_id),
+                    )
+                public = [await metadata.images.get_public(r.id) for r in made]
+                return {
+                    "listed": listed,
+                    "public": [
+                        None if r is None else replace(r, seq=0, tenant_id=0) for r in public
+                    ],
+                    "keys": await metadata.keys.export_keys(),
+                    "digests": await metadata.images.live_digests(),
+                }
+
+            expected = await library(source)
+            assert await library(copy) == expected
+            tenant = await copy.keys.authenticate(first_key.key)
+            assert tenant is not None and tenant.name == "a"
+            assert await copy.keys.authenticate(revoked.key) is None
+
+            # Run again after changes at the source: labels and deletions follow, once.
+            _, cursor = await copy.images.events_since(None)
+            await source.images.update(tenants["a"].id, made[2].id, {"alt_text": "Summer"})
+            await source.images.delete(tenants["a"].id, made[4].id)
+            again = await source.images.export_images(0, 100)
+            await copy.images.import_images(
+                [replace(r, tenant_id=mapped[names[r.tenant_id]]) for r in again]
+            )
+            await copy.keys.import_keys(await source.keys.export_keys())
+            assert await library(copy) == await library(source)
+            events, _ = await copy.images.events_since(cursor)
+            assert [(e.kind, e.subject) for e in events] == [(IMAGE_DELETED, made[4].id)]
+            assert await copy.check() == "ok"
+        finally:
+            await source.close()
+            await copy.close()
+
+    run(scenario())

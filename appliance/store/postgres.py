@@ -37,6 +37,7 @@ from appliance.store.interface import (
     Event,
     ImageRecord,
     KeyRecord,
+    KeyRow,
     Metadata,
     NewImage,
     Page,
@@ -318,6 +319,61 @@ def _record(row: asyncpg.Record) -> ImageRecord:
     return ImageRecord(**dict(row.items()))
 
 
+# The batch as arrays, one per column, unnested in the order given (WITH ORDINALITY): the
+# rows an id already had (seen before the statement), the upsert, and the ids it tombstoned.
+_IMPORT_IMAGES = """
+WITH given AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+        $8::integer[], $9::integer[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::text[]
+    ) WITH ORDINALITY AS g(id, tenant_id, filename, alt_text, folder, mime_type, size_bytes,
+        width, height, sha256, created_at, updated_at, deleted_at, filename_folded,
+        alt_text_folded, ord)
+),
+before AS (SELECT i.id, i.deleted_at FROM images i JOIN given USING (id)),
+upserted AS (
+    INSERT INTO images (id, tenant_id, filename, alt_text, folder, mime_type, size_bytes,
+        width, height, sha256, created_at, updated_at, deleted_at, filename_folded,
+        alt_text_folded)
+    SELECT id, tenant_id, filename, alt_text, folder, mime_type, size_bytes, width, height,
+        sha256, created_at, updated_at, deleted_at, filename_folded, alt_text_folded
+    FROM given ORDER BY ord
+    ON CONFLICT (id) DO UPDATE SET alt_text = excluded.alt_text,
+        alt_text_folded = excluded.alt_text_folded, folder = excluded.folder,
+        updated_at = excluded.updated_at,
+        deleted_at = coalesce(images.deleted_at, excluded.deleted_at)
+    RETURNING id, deleted_at
+)
+SELECT u.id FROM upserted u JOIN before b USING (id)
+WHERE b.deleted_at IS NULL AND u.deleted_at IS NOT NULL
+"""
+
+
+def _runs_of_distinct_ids(records: list[ImageRecord]) -> list[list[ImageRecord]]:
+    """Consecutive runs in which no id repeats (one upsert cannot touch a row twice)."""
+    runs: list[list[ImageRecord]] = [[]]
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            runs.append([])
+            seen = set()
+        runs[-1].append(record)
+        seen.add(record.id)
+    return [run for run in runs if run]
+
+
+def _import_columns(records: list[ImageRecord]) -> list[list[Any]]:
+    fields = [
+        "id", "tenant_id", "filename", "alt_text", "folder", "mime_type", "size_bytes",
+        "width", "height", "sha256", "created_at", "updated_at", "deleted_at",
+    ]  # fmt: skip
+    columns = [[getattr(r, f) for r in records] for f in fields]
+    columns.append([simple_fold(r.filename) for r in records])
+    columns.append([simple_fold(r.alt_text) for r in records])
+    return columns
+
+
 class PostgresDigestTx:
     """The digest's transaction, holding its advisory lock until it ends."""
 
@@ -495,6 +551,25 @@ class PostgresImageStore:
             timeout=BULK_TIMEOUT,
         )
         return [_record(r) for r in rows]
+
+    async def export_images(self, after_seq: int, limit: int) -> list[ImageRecord]:
+        """Every image, tombstones included, in upload order after `after_seq`."""
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM images WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after_seq,
+            limit,
+        )
+        return [_record(r) for r in rows]
+
+    async def import_images(self, records: list[ImageRecord]) -> None:
+        """Copy images in: unknown ids inserted in the order given (so in upload order),
+        known ones take the labels and updated_at given, a tombstone once given is kept and
+        announced. One statement per batch; a batch naming an id twice goes in runs."""
+        async with self.db.transaction() as tx:
+            for run in _runs_of_distinct_ids(records):
+                tombstoned = await tx.fetch(_IMPORT_IMAGES, *_import_columns(run))
+                for row in tombstoned:
+                    await _record_event(tx, IMAGE_DELETED, str(row["id"]))
 
     async def live_digests(self) -> set[str]:
         rows = await self.db.fetch(
@@ -693,6 +768,40 @@ class PostgresKeyStore:
             'ORDER BY k.created_at, k.id COLLATE "C"'
         )
         return [KeyRecord(*r.values()) for r in rows]
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self.db.fetch("SELECT id, name FROM tenants ORDER BY id")
+        return [Tenant(int(r["id"]), str(r["name"])) for r in rows]
+
+    async def export_keys(self) -> list[KeyRow]:
+        rows = await self.db.fetch(
+            "SELECT k.id, t.name, k.secret_sha256, k.created_at, k.last_used_at, k.revoked_at "
+            "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            'ORDER BY k.created_at, k.id COLLATE "C"'
+        )
+        return [
+            KeyRow(r["id"], r["name"], bytes(r["secret_sha256"]), *list(r.values())[3:])
+            for r in rows
+        ]
+
+    async def import_keys(self, rows: list[KeyRow]) -> None:
+        """Copy keys in by id (tenants by name); a revocation once given is kept."""
+        async with self.db.transaction() as tx:
+            for row in rows:
+                tenant = await self._ensure_tenant(tx, row.tenant)
+                await tx.execute(
+                    "INSERT INTO api_keys (id, tenant_id, secret_sha256, created_at, "
+                    "last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) "
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    "last_used_at = coalesce(excluded.last_used_at, api_keys.last_used_at), "
+                    "revoked_at = coalesce(api_keys.revoked_at, excluded.revoked_at)",
+                    row.id,
+                    tenant.id,
+                    row.secret_sha256,
+                    row.created_at,
+                    row.last_used_at,
+                    row.revoked_at,
+                )
 
     async def revoke(self, key_id: str) -> bool:
         async with self.db.transaction() as tx:
