@@ -60,6 +60,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 5.0
 ACQUIRE_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 10.0
+PING_TIMEOUT = 2.0
 # Waiting for another node's digest lock: its holder may be writing a 10 MB blob to the store.
 LOCK_TIMEOUT = 30.0
 # Statements that read or change the whole library (migrations, start-up sweeps, verify).
@@ -856,7 +857,8 @@ class PostgresMetadata:
         self.keys = PostgresKeyStore(db)
 
     async def ping(self) -> None:
-        await self.db.fetchval("SELECT 1")
+        """Readiness: the database answers a trivial query within PING_TIMEOUT."""
+        await self.db.fetchval("SELECT 1", timeout=PING_TIMEOUT)
 
     async def check(self) -> str:
         """ "ok", or what is inconsistent: the live counters against the rows."""
