@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.store.interface import Metadata, simple_fold
+from appliance.store.interface import Metadata, NewImage, simple_fold
 from appliance.store.postgres import PostgresMetadata, open_postgres
 from appliance.store.sqlite import open_sqlite
 from tests.bench.common import (
@@ -114,6 +114,37 @@ def _params(query: Query, size: int) -> dict[str, Any]:
     }
 
 
+async def event_delivery(url: str, count: int = 40) -> list[float]:
+    """Seconds from a delete's start on one instance to another instance's wait_for_events
+    returning (a NOTIFY; the poll behind it would take up to 0.5 s)."""
+    first, second = await open_postgres(url), await open_postgres(url)
+    try:
+        tenant = await first.keys.ensure_tenant("events")
+        images = []
+        for n in range(count):
+            digest = f"{n:064x}"
+            async with first.images.locked(digest) as tx:
+                images.append(
+                    await tx.insert(
+                        NewImage(tenant.id, f"{n}.png", "", None, "image/png", 1, 1, 1, digest)
+                    )
+                )
+        await second.images.wait_for_events(0.2)  # its listener is up
+        await second.images.wait_for_events(0.2)
+        samples = []
+        for image in images:
+            waiter = asyncio.create_task(second.images.wait_for_events(5.0))
+            await asyncio.sleep(0.02)  # it is waiting
+            started = time.perf_counter()
+            await first.images.delete(tenant.id, image.id)
+            await waiter
+            samples.append(time.perf_counter() - started)
+        return samples
+    finally:
+        await first.close()
+        await second.close()
+
+
 def measure(ctx: Context, size: int = SIZE) -> tuple[list[Row], dict[str, Any]]:
     loop = asyncio.new_event_loop()
 
@@ -174,6 +205,20 @@ def measure(ctx: Context, size: int = SIZE) -> tuple[list[Row], dict[str, Any]]:
                 )
                 raw["queries"][query.key] = rows[-1].data
                 ctx.note(f"{rows[-1].figure}: {rows[-1].appliance}; {rows[-1].reference}")
+            events = call(event_delivery(server.create_database("events")))
+            raw["event_delivery_s"] = events
+            rows.append(
+                Row(
+                    section="pg_library",
+                    figure="PostgreSQL: a delete seen by another instance (NOTIFY), p50",
+                    appliance=f"{fmt_ms(percentile(events, 50))} ms "
+                    f"(p99 {fmt_ms(percentile(events, 99))} ms, delete included)",
+                    reference="poll fallback: <= 500 ms",
+                    ratio=None,
+                    data={"seconds": events},
+                )
+            )
+            ctx.note(f"{rows[-1].figure}: {rows[-1].appliance}")
         finally:
             call(pg.close())
             call(sqlite.close())
