@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import ConfigError
 from appliance.errors import StorageUnavailable
 from appliance.store import postgres
 from appliance.store.interface import IMAGE_DELETED, Event, Metadata, Tenant
@@ -288,3 +289,33 @@ def test_waiting_too_long_for_a_digest_lock_is_503(postgres_url: str, short_time
             await second.close()
 
     run(scenario())
+
+
+def test_what_waiting_will_not_cure_is_a_configuration_error(
+    postgres_server: PostgresServer,
+) -> None:
+    """Bad credentials, an unknown database or a user that may not create the schema: a
+    message for the admin (`pictor` exits 2 with it), not a 503 retried for ever."""
+    url = postgres_server.create_database()
+    postgres_server.psql("CREATE ROLE weak LOGIN PASSWORD 'weak-password'")
+    name = url.rsplit("/", 1)[1]
+    base = f"127.0.0.1:{postgres_server.port}"
+    cases = {
+        url.replace(
+            postgres_server.password, "wrong"
+        ): 'password authentication failed for user "pictor"',
+        url.rsplit("/", 1)[0] + "/nosuchdb": 'database "nosuchdb" does not exist',
+        f"postgresql://weak:weak-password@{base}/{name}": "permission denied for schema public",
+    }
+
+    async def scenario() -> None:
+        for bad, reason in cases.items():
+            with pytest.raises(ConfigError) as caught:
+                await asyncio.wait_for(open_postgres(bad), HANG)
+            assert str(caught.value).startswith(f"--database: {reason}"), str(caught.value)
+        assert "pg_trgm" in str(caught.value)
+
+    try:
+        run(scenario())
+    finally:
+        postgres_server.psql("DROP ROLE weak")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
+from appliance.config import ConfigError
 from appliance.errors import StorageUnavailable
 from appliance.store.interface import (
     IMAGE_DELETED,
@@ -104,6 +105,27 @@ def _digest_lock(sha256: str) -> int:
 def _like_contains(needle: str) -> str:
     """LIKE pattern for a literal substring: `%`, `_` and `\\` are ordinary characters."""
     return "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
+
+
+# Errors at start that waiting will not cure: the admin must change something.
+_MISCONFIGURED: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # no such user, bad password
+    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+    asyncpg.exceptions.InsufficientPrivilegeError,
+    asyncpg.exceptions.UndefinedFileError,  # pg_trgm is not installed on the server
+)
+
+
+def _misconfigured(exc: BaseException) -> str:
+    if isinstance(
+        exc, asyncpg.exceptions.InsufficientPrivilegeError | asyncpg.exceptions.UndefinedFileError
+    ):
+        return (
+            f"{exc}. The schema needs the pg_trgm extension (in PostgreSQL's contrib) and, "
+            "for its first start, a user that may create tables and the extension in the "
+            "database (or an admin's `CREATE EXTENSION pg_trgm` beforehand)."
+        )
+    return str(exc)
 
 
 _UNAVAILABLE_OR_CLOSED: tuple[type[BaseException], ...] = (*_UNAVAILABLE, asyncpg.InterfaceError)
@@ -205,10 +227,13 @@ class Database:
             server_settings=_SESSION_SETTINGS,
             reset=_reset,
         )
-        await _call(asyncio.wait_for(pool, timeout=CONNECT_TIMEOUT * 2))
-        db = cls(pool, url)
         try:
+            await _call(asyncio.wait_for(pool, timeout=CONNECT_TIMEOUT * 2))
+            db = cls(pool, url)
             await db.migrate()
+        except _MISCONFIGURED as exc:
+            pool.terminate()
+            raise ConfigError(f"--database: {_misconfigured(exc)}") from exc
         except BaseException:
             pool.terminate()
             raise
