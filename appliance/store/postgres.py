@@ -718,7 +718,10 @@ class _Listener:
                     if not lost.is_set():
                         await conn.execute("SELECT 1", timeout=STATEMENT_TIMEOUT)
             except _UNAVAILABLE as exc:
-                log.debug("event listener: %s", exc)
+                log.debug("event listener: %s", exc)  # the pool's callers report outages
+            except Exception:
+                # E.g. a changed password: keep trying (the poll still serves events), loudly.
+                log.warning("event listener failed; retrying", exc_info=True)
             finally:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
