@@ -693,3 +693,30 @@ def test_export_and_import_copy_a_library_to_any_backend(backend: Backend, targe
             await copy.close()
 
     run(scenario())
+
+
+def test_a_nul_in_an_id_or_filter_matches_nothing(backend: Backend) -> None:
+    """Ids come from URL paths and filters from query strings, unvalidated: a NUL there
+    (which PostgreSQL text cannot hold) finds nothing, on every backend."""
+
+    async def scenario() -> None:
+        metadata = await backend.open()
+        try:
+            mine = await metadata.keys.ensure_tenant("mine")
+            record = await insert(metadata, new_image(mine, 1, folder="f"))
+            odd = record.id + "\x00"
+            assert await metadata.images.get(mine.id, odd) is None
+            assert await metadata.images.get_public(odd) is None
+            assert await metadata.images.update(mine.id, odd, {"folder": "g"}) is None
+            assert await metadata.images.delete(mine.id, odd) is None
+            assert await metadata.keys.revoke("a\x00b") is False
+            for filters in ({"folder": "f\x00"}, {"sha256": "\x00"}):
+                page = await metadata.images.list_page(
+                    mine.id, search=None, page=1, page_size=10, **{"folder": None, **filters}
+                )
+                assert (page.images, page.total) == ([], 0)
+            assert await metadata.images.live_images() == [record]
+        finally:
+            await metadata.close()
+
+    run(scenario())

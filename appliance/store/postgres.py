@@ -102,6 +102,12 @@ def _digest_lock(sha256: str) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _unstorable(*values: str | None) -> bool:
+    """Whether a value from a request (an id in a path, a filter) holds a NUL, which no text
+    in PostgreSQL can: it matches nothing (rather than failing the statement)."""
+    return any(v is not None and "\x00" in v for v in values)
+
+
 def _like_contains(needle: str) -> str:
     """LIKE pattern for a literal substring: `%`, `_` and `\\` are ordinary characters."""
     return "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
@@ -461,6 +467,8 @@ class PostgresImageStore:
 
     async def get(self, tenant_id: int, image_id: str) -> ImageRecord | None:
         """A live image of this tenant; other tenants' ids look exactly like unknown ones."""
+        if _unstorable(image_id):
+            return None
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM images "
             "WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
@@ -471,6 +479,8 @@ class PostgresImageStore:
 
     async def get_public(self, image_id: str) -> ImageRecord | None:
         """Any image by id, tombstones included (the proxy answers 410 for those)."""
+        if _unstorable(image_id):
+            return None
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM images WHERE id = $1", image_id)
         return None if row is None else _record(row)
 
@@ -487,6 +497,8 @@ class PostgresImageStore:
         """Newest first (upload order). Search is a literal, case-folded substring of the
         filename or the alt text, exactly as on SQLite: both sides are folded by
         simple_fold, and LIKE compares code points (the trigram indexes only narrow)."""
+        if _unstorable(folder, sha256, search):
+            return Page([], 0)
         where = ["tenant_id = $1", "deleted_at IS NULL"]
         args: list[Any] = [tenant_id]
 
@@ -538,7 +550,7 @@ class PostgresImageStore:
         allowed = {"alt_text", "folder"}
         if not changes.keys() <= allowed:
             raise ValueError(f"cannot update {sorted(changes.keys() - allowed)}")
-        if not changes:
+        if not changes or _unstorable(image_id):
             return await self.get(tenant_id, image_id)
         sets, args = [], [image_id, tenant_id, utcnow()]
         for name in sorted(changes):
@@ -557,6 +569,8 @@ class PostgresImageStore:
 
     async def delete(self, tenant_id: int, image_id: str) -> ImageRecord | None:
         """Tombstone the image, and tell every node (an event, committed with it)."""
+        if _unstorable(image_id):
+            return None
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
                 "UPDATE images SET deleted_at = $3 "
@@ -833,6 +847,8 @@ class PostgresKeyStore:
                 )
 
     async def revoke(self, key_id: str) -> bool:
+        if _unstorable(key_id):
+            return False
         async with self.db.transaction() as tx:
             changed = await tx.fetchval(
                 "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL "
