@@ -222,14 +222,16 @@ class ScaledOut(Backends):
         self.postgres = postgres
         self.seaweedfs = seaweedfs
         self._libraries: dict[Path, tuple[str, S3Target]] = {}
+        self._lock = threading.Lock()  # servers may be started from several threads
 
     def library(self, data_dir: Path) -> tuple[str, S3Target]:
-        if data_dir not in self._libraries:
-            self._libraries[data_dir] = (
-                self.postgres.create_database(),
-                self.seaweedfs.new_target(),
-            )
-        return self._libraries[data_dir]
+        with self._lock:
+            if data_dir not in self._libraries:
+                self._libraries[data_dir] = (
+                    self.postgres.create_database(),
+                    self.seaweedfs.new_target(),
+                )
+            return self._libraries[data_dir]
 
     def settings(self, data_dir: Path) -> dict[str, Any]:
         database, target = self.library(data_dir)
