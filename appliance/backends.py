@@ -25,10 +25,12 @@ def open_blobs(settings: Settings, executor: Executor | None = None) -> BlobStor
         except ValueError as exc:
             raise ConfigError(f"--blob-store: {exc}") from None
         return S3BlobStore(config, settings.data_dir / "tmp", executor)
-    raise ConfigError(f"--blob-store {settings.blob_store}: this backend is not available yet")
+    raise ConfigError(f"--blob-store {settings.blob_store}: not a blob store URL")
 
 
 async def open_metadata(settings: Settings) -> Metadata:
     if settings.database == "sqlite":
         return await open_sqlite(settings.data_dir / DB_NAME)
-    raise ConfigError("--database: this backend is not available yet")
+    from appliance.store.postgres import open_postgres  # asyncpg only where it is used
+
+    return await open_postgres(settings.database)
