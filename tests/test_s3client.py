@@ -187,6 +187,49 @@ def test_put_get_range_head_list_delete(s3_target: S3Target, tmp_path: Path) -> 
     run(scenario())
 
 
+def test_a_stream_outlives_a_delete_and_holds_little(
+    seaweedfs: SeaweedFS, s3_target: S3Target
+) -> None:
+    """One GET per stream: the object deleted after the first chunk is still received whole.
+    The reader takes the body at its own pace; closed early, its connection is dropped."""
+    data = os.urandom(12 * 1024 * 1024)
+    key = f"{s3_target.prefix}/streamed"
+
+    async def scenario() -> tuple[bytes, int, int, int, int]:
+        client = client_for(s3_target)
+        try:
+            await client.put_bytes(key, data)
+            stream = await client.open_stream(key)
+            first = await stream.read(65536)
+            await asyncio.to_thread(seaweedfs.request, "DELETE", f"/{s3_target.bucket}/{key}")
+            assert not await client.exists(key)
+            parts = [first]
+            while chunk := await stream.read(1 << 20):
+                parts.append(chunk)
+            await stream.close()
+            idle_after_whole = client.open_connections
+            await client.put_bytes(key, data)
+            early = await client.open_stream(key, 1000)
+            size = early.size
+            assert await early.read(10) == data[1000:1010]
+            await early.close()  # 12 MB not read: that connection cannot be reused
+            with pytest.raises(ObjectNotFound):
+                await client.open_stream(f"{s3_target.prefix}/missing")
+            past = await client.open_stream(key, len(data))
+            assert (past.size, await past.read(100)) == (len(data), b"")
+            await past.close()
+            return b"".join(parts), stream.size, size, idle_after_whole, client.open_connections
+        finally:
+            await client.close()
+
+    body, size, early_size, idle_after_whole, idle_after_early = run(scenario())
+    assert body == data
+    assert (size, early_size) == (len(data), len(data))
+    # Whole: the stream's connection and the one `exists` needed meanwhile are both kept;
+    # the early-closed stream's connection is dropped.
+    assert (idle_after_whole, idle_after_early) == (2, 1)
+
+
 def test_put_of_an_existing_key_keeps_it(seaweedfs: SeaweedFS, s3_target: S3Target) -> None:
     """`If-None-Match: *`: the second PUT is refused by the store (412), which is success for
     a content address; the stored bytes stay the first ones."""
