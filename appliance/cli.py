@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from appliance import __version__
+from appliance import __version__, logs
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
 from appliance.errors import ImagingUnavailable
 
@@ -71,15 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates each thumbnail
+    logs.configure("text")
     try:
         settings = load_settings(vars(args))
     except ConfigError as exc:
         print(f"pictor: {exc}", file=sys.stderr)
         return 2
+    if settings.log_format != "text":
+        logs.configure(settings.log_format)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))

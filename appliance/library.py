@@ -64,12 +64,19 @@ class Library:
         self._public: OrderedDict[str, ImageRecord] = OrderedDict()
         self._public_max = cache_size
         self.on_delete: list[Callable[[str], None]] = []  # e.g. the proxy's body cache
+        # Read by the metrics: imaging jobs queued or running, representations rendered.
+        self.imaging_jobs = 0
+        self.rendered = 0
 
     async def run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def run_imaging(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
+        self.imaging_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
+        finally:
+            self.imaging_jobs -= 1
 
     def _lock(self, sha256: str) -> asyncio.Lock:
         return self._blob_locks[int(sha256[:8], 16) % len(self._blob_locks)]
@@ -210,6 +217,7 @@ class Library:
         self._thumbnails_in_flight[record.sha256] = future
         try:
             path = await self._render_thumbnail(record)
+            self.rendered += 1
             future.set_result(path)
             return path
         except BaseException as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.db import Database, Row, simple_fold, utcnow
+from appliance.fetchstats import ClientTotals, FetchCount
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -282,6 +283,36 @@ class ImageStore:
     async def live_digests(self) -> set[str]:
         rows = await self.db.fetchall("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
         return {str(r[0]) for r in rows}
+
+    # -- fetch statistics and totals (operations) ---------------------------------------
+
+    async def add_fetches(self, batch: list[FetchCount]) -> None:
+        """One transaction for a whole batch; additive, so nodes and restarts add up."""
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO image_fetches (image_id, day, client, fetches, last_fetched_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (image_id, day, client) DO UPDATE SET "
+                "fetches = fetches + excluded.fetches, "
+                "last_fetched_at = max(last_fetched_at, excluded.last_fetched_at)",
+                [(c.image_id, c.day, c.client, c.fetches, c.last_fetched_at) for c in batch],
+            )
+
+    async def fetch_totals(self, image_id: str, since_day: str) -> list[ClientTotals]:
+        """Per client family: all fetches, those on `since_day` or later, the latest time."""
+        rows = await self.db.fetchall(
+            "SELECT client, sum(fetches), "
+            "sum(CASE WHEN day >= ? THEN fetches ELSE 0 END), max(last_fetched_at) "
+            "FROM image_fetches WHERE image_id = ? GROUP BY client",
+            (since_day, image_id),
+        )
+        return [ClientTotals(str(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    async def stored_totals(self) -> tuple[int, int]:
+        """Live images of all tenants and the sum of their sizes (a scan: cache it)."""
+        row = await self.db.fetchone(
+            "SELECT count(*), coalesce(sum(size_bytes), 0) FROM images WHERE deleted_at IS NULL"
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 @dataclass(frozen=True)
