@@ -149,5 +149,10 @@ def bundle_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def cli_command() -> str:
+    """How this user runs Pictor: the packaged executable, or main.py from a checkout."""
+    return "pictor" if getattr(sys, "frozen", False) else "python main.py"
+
+
 def static_dir() -> Path:
     return bundle_dir() / "static"
