@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import socket
-import sqlite3
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -21,9 +17,8 @@ from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from appliance import fetchstats, imaging, uploads
-from appliance.blobs import BlobStore
+from appliance.backends import open_blobs, open_metadata
 from appliance.config import Settings, static_dir
-from appliance.db import Database
 from appliance.fastpath import FastPublicRouter
 from appliance.handlers.api import (
     ApiNotFoundHandler,
@@ -39,9 +34,12 @@ from appliance.handlers.public import PublicImageHandler, RepresentationCache
 from appliance.health import Readiness
 from appliance.library import Library
 from appliance.metrics import Metrics, Sources, make_metrics_app, method_label
-from appliance.store import ImageStore, KeyStore
+from appliance.store import KeyStore, Metadata
 
 log = logging.getLogger("pictor")
+
+SWEEP_EVERY = 6 * 3600.0  # seconds between a scaled-out node's sweeps (jittered)
+SWEEP_GRACE = 3600.0  # objects younger than this are never swept
 
 
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any], str]
@@ -119,8 +117,7 @@ class Appliance:
     """The running service: what `serve` starts and tests drive."""
 
     settings: Settings
-    db: Database
-    keys: KeyStore
+    metadata: Metadata
     library: Library
     server: HTTPServer
     port: int
@@ -130,10 +127,15 @@ class Appliance:
     metrics_server: HTTPServer | None = None
     metrics_port: int | None = None
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> KeyStore:
+        return self.metadata.keys
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (briefly), write the last fetch
-        counts, close the database."""
+        counts, close the backends."""
         self.server.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -144,21 +146,40 @@ class Appliance:
         await self.fetch_stats.stop()
         if self.metrics_server is not None:
             await self.metrics_server.close_all_connections()
-        await self.db.close()
         self.readiness.close()
-        for pool in self.pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        await _close(self.metadata, self.library, self.pools, self.tasks)
 
 
-async def open_services(
-    settings: Settings,
-) -> tuple[Database, KeyStore, Library, list[ThreadPoolExecutor]]:
-    blobs = BlobStore(settings.data_dir)  # creates the directories: fails before the database
-    db = await Database.open(settings.data_dir / "pictor.db")
+async def _close(
+    metadata: Metadata,
+    library: Library,
+    pools: list[ThreadPoolExecutor],
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await metadata.close()
+    await library.blobs.close()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def open_services(settings: Settings) -> tuple[Metadata, Library, list[ThreadPoolExecutor]]:
     io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pictor-io")
     imaging_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pictor-imaging")
-    library = Library(ImageStore(db), blobs, io_pool=io_pool, imaging_pool=imaging_pool)
-    return db, KeyStore(db), library, [io_pool, imaging_pool]
+    pools = [io_pool, imaging_pool]
+    try:
+        # The blob store first: a data directory that cannot be made fails before the
+        # database is opened.
+        blobs = open_blobs(settings, io_pool)
+        metadata = await open_metadata(settings)
+    except BaseException:
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    library = Library(metadata.images, blobs, io_pool=io_pool, imaging_pool=imaging_pool)
+    return metadata, library, pools
 
 
 async def start_appliance(
@@ -174,41 +195,41 @@ async def start_appliance(
     lets the tests hold the plain handler to the same answers as the fast lane;
     `count_fetches=False` is the benchmark's baseline; tests shorten `flush_interval`.)"""
     vips = imaging.init_pyvips()
-    db, keys, library, pools = await open_services(settings)
+    metadata, library, pools = await open_services(settings)
+    tasks: list[asyncio.Task[None]] = []
     readiness = Readiness(
-        database=partial(_ping_database, settings.data_dir / "pictor.db"),
-        blobs=partial(_ping_blobs, library.blobs),
+        database=metadata.ping,
+        blobs=library.blobs.ping,
         data_dir=settings.data_dir,
         min_free_bytes=settings.min_free_space,
     )
     metrics: Metrics | None = None
     try:
         temps, orphans = await library.sweep()
-        first_key = None
-        if await keys.tenant_count() == 0:
-            first_key = (await keys.create_key("default")).key
+        created = await metadata.keys.create_first_key("default")
+        first_key = None if created is None else created.key
         cache = RepresentationCache()
         library.on_delete.append(cache.forget)
-        fetch_stats = (fetchstats.FetchCounter if count_fetches else fetchstats.NoFetchCounter)(
-            library.images.add_fetches, interval=flush_interval
-        )
+        library.on_reset.append(cache.clear)
+        tasks.append(asyncio.create_task(library.follow_events()))
+        counter = fetchstats.FetchCounter if count_fetches else fetchstats.NoFetchCounter
+        fetch_stats = counter(metadata.images.add_fetches, interval=flush_interval)
         metrics_sockets: list[socket.socket] = []
         if settings.metrics_port is not None:
-            metrics = _metrics(settings, library, cache, fetch_stats, readiness)
+            metrics = _metrics(settings, metadata, library, cache, fetch_stats, readiness)
             fetch_stats.on_flush = metrics.flushed
             metrics_sockets = bind_sockets(settings.metrics_port, settings.host)
         services = Services(
             settings=settings,
             library=library,
-            keys=keys,
+            keys=metadata.keys,
             fetch_stats=fetch_stats,
             readiness=readiness,
         )
         app = make_app(services, cache, metrics)
+        http_metrics = metrics.http if metrics is not None else None
         server = HTTPServer(
-            FastPublicRouter(app, library, cache, fetch_stats, metrics.http if metrics else None)
-            if fast_path
-            else app,
+            FastPublicRouter(app, library, cache, fetch_stats, http_metrics) if fast_path else app,
             max_body_size=uploads.MAX_BODY_BYTES + 1024 * 1024,  # our own 413 answers first
             idle_connection_timeout=60,
             body_timeout=120,
@@ -222,10 +243,8 @@ async def start_appliance(
     except BaseException:
         # A half-started appliance must not linger (aiosqlite's thread would keep the
         # process alive): close what was opened, then fail.
-        await db.close()
         readiness.close()
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+        await _close(metadata, library, pools, tasks)
         raise
     fetch_stats.start()
     port = sockets[0].getsockname()[1]
@@ -233,8 +252,7 @@ async def start_appliance(
     log.info("%s; swept %d temp file(s) and %d unused blob(s)", vips, temps, orphans)
     appliance = Appliance(
         settings,
-        db,
-        keys,
+        metadata,
         library,
         server,
         port,
@@ -244,6 +262,7 @@ async def start_appliance(
         metrics_server,
         metrics_port,
         pools,
+        tasks,
     )
     if announce:
         _announce(settings, port, first_key, metrics_port)
@@ -252,6 +271,7 @@ async def start_appliance(
 
 def _metrics(
     settings: Settings,
+    metadata: Metadata,
     library: Library,
     cache: RepresentationCache,
     fetch_stats: fetchstats.FetchCounter,
@@ -268,38 +288,10 @@ def _metrics(
             rendered=lambda: library.rendered,
             render_jobs=lambda: library.imaging_jobs,
             pending_fetches=fetch_stats.pending_fetches,
-            stored_totals=library.images.stored_totals,
+            stored_totals=metadata.images.stored_totals,
             disk_usage=disk_usage,
         )
     )
-
-
-async def _ping_database(path: Path) -> None:
-    """A fresh connection that must open the existing file and read its schema: the
-    appliance's own connections would answer from their caches."""
-
-    def ping() -> None:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1.0)
-        try:
-            conn.execute("SELECT count(*) FROM migrations").fetchone()
-        finally:
-            conn.close()
-
-    await asyncio.to_thread(ping)
-
-
-async def _ping_blobs(blobs: BlobStore) -> None:
-    """The blob directories exist and take a write."""
-
-    def ping() -> None:
-        for directory in (blobs.blob_dir, blobs.derived_dir):
-            if not directory.is_dir():
-                raise FileNotFoundError(f"{directory} is not a directory")
-        probe = blobs.tmp_dir / f"ready-{os.getpid()}-{threading.get_ident()}.probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-
-    await asyncio.to_thread(ping)
 
 
 def _announce(

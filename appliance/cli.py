@@ -15,7 +15,9 @@ from typing import Any
 
 from appliance import __version__, logs
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
-from appliance.errors import ImagingUnavailable
+from appliance.errors import ImagingUnavailable, StorageUnavailable
+
+DB_NAME = "pictor.db"  # the embedded database's file in the data directory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,15 +37,18 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{setting.help} (env {setting.env}; default: {setting.default})",
         )
 
-    data_dir = next(s for s in SETTINGS if s.name == "data_dir")
+    # The other commands reach the same library: they take its location settings too.
+    location = ("data_dir", "database", "blob_store", "s3_endpoint")
+    storage = [s for s in SETTINGS if s.name in location]
 
     def add_data_dir(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            data_dir.flag,
-            dest="data_dir",
-            default=env["data_dir"],
-            help=f"{data_dir.help} (env {data_dir.env})",
-        )
+        for setting in storage:
+            sub.add_argument(
+                setting.flag,
+                dest=setting.name,
+                default=env[setting.name],
+                help=f"{setting.help} (env {setting.env})",
+            )
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -61,6 +66,24 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("key_id", metavar="KEY_ID", help="the id shown by `keys list`")
 
     _transfer_commands(commands)
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy the library to another pair of backends, resumably, while it serves",
+    )
+    add_data_dir(migrate)
+    migrate.add_argument(
+        "--to-database", required=True, help="sqlite or postgresql://USER:PASS@HOST:PORT/DB"
+    )
+    migrate.add_argument("--to-blob-store", required=True, help="file or s3://BUCKET[/PREFIX]")
+    migrate.add_argument(
+        "--to-data-dir",
+        type=Path,
+        default=None,
+        help="the target's data directory, for a sqlite or file target (default: --data-dir)",
+    )
+    migrate.add_argument(
+        "--to-s3-endpoint", default=None, help="the target's S3 endpoint (default: --s3-endpoint)"
+    )
 
     for name, help_text in (
         ("verify", "re-hash every stored image against its record; exit 1 on any problem"),
@@ -164,20 +187,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
-        db_path = settings.data_dir / "pictor.db"
-        if args.command in ("verify", "backup"):
-            if not db_path.exists():
-                print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
-                return 1
-            return asyncio.run(_admin(args, settings.data_dir))
-        if args.keys_command != "create" and not db_path.exists():
+        target = _migrate_target(args, settings) if args.command == "migrate" else None
+        embedded = settings.database == "sqlite"
+        db_path = settings.data_dir / DB_NAME
+        creates = args.command == "keys" and args.keys_command == "create"
+        if embedded and not creates and not db_path.exists():
             print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
             return 1
+        if args.command == "backup" and (not embedded or settings.blob_store != "file"):
+            print(
+                "pictor: backup copies the embedded library (SQLite and the blob directory); "
+                "use your database's and object store's own backups, or `migrate`",
+                file=sys.stderr,
+            )
+            return 2
+        if args.command in ("verify", "backup"):
+            return asyncio.run(_admin(args, settings))
+        if target is not None:
+            return asyncio.run(_migrate(settings, target))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_keys(args, db_path))
+        return asyncio.run(_keys(args, settings))
     except ImagingUnavailable as exc:
         print(f"pictor: refusing to start: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:
+        print(f"pictor: {exc}", file=sys.stderr)
+        return 2
+    except StorageUnavailable as exc:
+        print(f"pictor: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"pictor: {exc}", file=sys.stderr)
         return 1
@@ -213,11 +251,11 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
+async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from appliance import admin
 
     if args.command == "verify":
-        report = await admin.verify(data_dir)
+        report = await admin.verify(settings)
         for label in report.missing:
             print(f"MISSING  {label}")
         for label in report.corrupt:
@@ -228,7 +266,7 @@ async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
             f"database integrity: {report.integrity}"
         )
         return 0 if report.ok else 1
-    result = await admin.backup(data_dir, args.dest)
+    result = await admin.backup(settings.data_dir, args.dest)
     print(
         f"backed up {result.images} image(s) in {result.blobs} blob(s) to {args.dest}"
         + (f"; {result.vanished} deleted meanwhile" if result.vanished else "")
@@ -236,13 +274,60 @@ async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-async def _keys(args: argparse.Namespace, db_path: Path) -> int:
-    from appliance.db import Database
-    from appliance.store import KeyStore
+def _migrate_target(args: argparse.Namespace, source: Settings) -> Settings:
+    target = load_settings(
+        {
+            "data_dir": args.to_data_dir or source.data_dir,
+            "database": args.to_database,
+            "blob_store": args.to_blob_store,
+            "s3_endpoint": args.to_s3_endpoint or source.s3_endpoint,
+        }
+    )
+    same_db = target.database == source.database and (
+        target.database != "sqlite" or target.data_dir.resolve() == source.data_dir.resolve()
+    )
+    same_blobs = target.blob_store == source.blob_store and (
+        target.blob_store != "file" or target.data_dir.resolve() == source.data_dir.resolve()
+    )
+    if same_db or same_blobs:
+        raise ConfigError("migrate: the target must be another database and another blob store")
+    return target
 
-    db = await Database.open(db_path)
+
+async def _migrate(source_settings: Settings, target_settings: Settings) -> int:
+    from appliance.backends import open_blobs, open_metadata
+    from appliance.migrate import migrate
+
+    target_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    source, source_blobs = await open_metadata(source_settings), open_blobs(source_settings)
     try:
-        keys = KeyStore(db)
+        target, target_blobs = await open_metadata(target_settings), open_blobs(target_settings)
+        try:
+            report = await migrate(
+                source, source_blobs, target, target_blobs, progress=lambda line: print(line)
+            )
+        finally:
+            await target.close()
+            await target_blobs.close()
+    finally:
+        await source.close()
+        await source_blobs.close()
+    for label in report.missing:
+        print(f"MISSING  {label} (its blob is missing at the source)")
+    print(
+        f"migrated {report.tenants} tenant(s), {report.keys} key(s), {report.images} image(s) "
+        f"({report.deleted} deleted); {report.blobs_copied} blob(s) copied, "
+        f"{report.blobs_present} already there"
+    )
+    return 1 if report.missing else 0
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.backends import open_metadata
+
+    metadata = await open_metadata(settings)
+    try:
+        keys = metadata.keys
         if args.keys_command == "create":
             created = await keys.create_key(args.tenant)
             print(
@@ -265,4 +350,4 @@ async def _keys(args: argparse.Namespace, db_path: Path) -> int:
             print(f"Revoked key {args.key_id}.")
         return 0
     finally:
-        await db.close()
+        await metadata.close()

@@ -15,9 +15,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from appliance.store.interface import ClientTotals, FetchCount
 
 log = logging.getLogger("pictor.stats")
 
@@ -64,27 +65,6 @@ def client_family(user_agent: str | None) -> str:
         if _RULES[3][1].fullmatch(user_agent.strip()):
             return "apple"
     return "other"
-
-
-@dataclass(frozen=True)
-class FetchCount:
-    """Fetches of one image on one UTC day by one client family, and the latest of them."""
-
-    image_id: str
-    day: str  # YYYY-MM-DD, UTC
-    client: str
-    fetches: int
-    last_fetched_at: str  # RFC 3339 UTC, seconds
-
-
-@dataclass(frozen=True)
-class ClientTotals:
-    """What the store answers for one image and one client family."""
-
-    client: str
-    total: int
-    recent: int  # on the days since the `since` day given, inclusive
-    last_fetched_at: str | None
 
 
 def recent_since(now: datetime | None = None) -> str:
