@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from appliance.errors import ApiError
+
 CHECK_TIMEOUT = 2.0  # seconds, per check
 T = TypeVar("T")
 
@@ -65,6 +67,8 @@ class Readiness:
             return Check(name, False, f"no answer within {self.timeout:g} s")
         except _NotEnoughRoom as exc:
             return Check(name, False, str(exc))
+        except ApiError as exc:  # StorageUnavailable: the backend's own sentence
+            return Check(name, False, exc.message)
         except Exception as exc:  # the reason is the answer: readyz reports, never raises
             return Check(name, False, f"{type(exc).__name__}: {exc}")
         return Check(name, True, detail or "answers")

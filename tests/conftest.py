@@ -128,10 +128,15 @@ class Server:
 
 
 def run_server(
-    data_dir: Path, fast_path: bool = True, **overrides: Any
+    data_dir: Path,
+    fast_path: bool = True,
+    flush_interval: float | None = None,
+    **overrides: Any,
 ) -> tuple[Appliance, asyncio.AbstractEventLoop, threading.Thread]:
-    """Start the appliance in a thread with its own event loop; returns once it listens."""
+    """Start the appliance in a thread with its own event loop; returns once it listens.
+    (`flush_interval`: seconds between writes of the fetch counts, for the stats tests.)"""
     settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, **overrides)
+    extra: dict[str, Any] = {} if flush_interval is None else {"flush_interval": flush_interval}
     started: Future[Appliance] = Future()
     loop = asyncio.new_event_loop()
 
@@ -139,7 +144,7 @@ def run_server(
         asyncio.set_event_loop(loop)
         try:
             app = loop.run_until_complete(
-                start_appliance(settings, announce=False, fast_path=fast_path)
+                start_appliance(settings, announce=False, fast_path=fast_path, **extra)
             )
         except BaseException as exc:
             started.set_exception(exc)

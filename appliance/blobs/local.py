@@ -200,7 +200,9 @@ class LocalBlobStore:
         try:
             await self._run(self._probe)
         except OSError as exc:
-            raise StorageUnavailable(f"The blob directory cannot be read: {exc.strerror}.") from exc
+            raise StorageUnavailable(
+                f"The blob directory does not answer: {exc.strerror or exc}."
+            ) from exc
 
     def _probe(self) -> None:
         """The directories are there and the data directory takes a write (one remounted
