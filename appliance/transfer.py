@@ -191,9 +191,9 @@ class Api:
 
 def _multipart(data: bytes, filename: str, fields: list[tuple[str, str]]) -> tuple[bytes, str]:
     boundary = "pictor-" + secrets.token_hex(16)
-    # As browsers do (HTML's form encoding): quotes and line breaks percent-encoded.
-    name = filename.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D")
-    name = name.replace("\n", "%0A")
+    # A quoted-string (RFC 9110 5.6.4): backslash and quote escaped; no line breaks.
+    name = filename.replace("\\", "\\\\").replace('"', '\\"')
+    name = name.replace("\r", " ").replace("\n", " ")
     out = bytearray()
     for key, value in fields:
         out += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
