@@ -10,6 +10,7 @@ application unchanged.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 
@@ -31,6 +32,7 @@ from appliance.metrics import HttpMetrics
 _FIXED_HEADERS = SECURITY_HEADERS + PUBLIC_HEADERS
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
 _QUERIES = {"": None, "variant=" + THUMBNAIL: THUMBNAIL}
+log = logging.getLogger("pictor.http")
 _Answer = tuple[httputil.ResponseStartLine, httputil.HTTPHeaders, bytes]
 ROUTE = "/i/{id}"  # the route label of the fast lane's answers in the metrics
 
@@ -128,7 +130,11 @@ class _Delegate(httputil.HTTPMessageDelegate):
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
         self.started = time.perf_counter()
-        self.ready = self.router.answer(start_line, headers)
+        try:
+            self.ready = self.router.answer(start_line, headers)
+        except Exception:  # a bug: logged once, with the request line; the handler answers
+            log.exception("%s %s: the fast lane failed", start_line.method, start_line.path)
+            self.ready = None
         if self.ready is not None:
             self.method = start_line.method
             return None
