@@ -29,10 +29,10 @@ from appliance.handlers.public import (
 from appliance.library import THUMBNAIL, Library
 from appliance.metrics import HttpMetrics
 
+log = logging.getLogger("pictor.http")
 _FIXED_HEADERS = SECURITY_HEADERS + PUBLIC_HEADERS
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
 _QUERIES = {"": None, "variant=" + THUMBNAIL: THUMBNAIL}
-log = logging.getLogger("pictor.http")
 _Answer = tuple[httputil.ResponseStartLine, httputil.HTTPHeaders, bytes]
 ROUTE = "/i/{id}"  # the route label of the fast lane's answers in the metrics
 
@@ -65,7 +65,7 @@ class FastPublicRouter(httputil.HTTPServerConnectionDelegate):
         self.cache = cache
         self.clock = _Clock()
         self.fetch_stats = fetch_stats
-        self.http_metrics = http_metrics
+        self.route_metrics = http_metrics.route(ROUTE) if http_metrics is not None else None
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -150,10 +150,10 @@ class _Delegate(httputil.HTTPMessageDelegate):
         if self.ready is not None:
             self.conn.write_headers(*self.ready)
             self.conn.finish()
-            metrics = self.router.http_metrics
+            metrics = self.router.route_metrics
             if metrics is not None:
                 seconds = time.perf_counter() - self.started
-                metrics.observe(ROUTE, self.method, self.ready[0].code, seconds)
+                metrics.observe(self.method, self.ready[0].code, seconds)
         elif self.inner is not None:
             self.inner.finish()
 

@@ -91,18 +91,16 @@ class FetchCounter:
         self.on_flush = on_flush
         self._pending: dict[tuple[str, str, str], list[Any]] = {}
         self._families: dict[str | None, str] = {}
-        self._second = -1
         self._day = ""
         self._stamp = ""
+        self._tick()
+        self._ticker: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     # -- the hot path: a dict update, no I/O ------------------------------------------
 
     def count(self, image_id: str, user_agent: str | None) -> None:
-        now = int(time.time())
-        if now != self._second:
-            self._tick(now)
         family = self._families.get(user_agent)
         if family is None:
             family = self._classify(user_agent)
@@ -114,11 +112,18 @@ class FetchCounter:
             entry[0] += 1
             entry[1] = self._stamp
 
-    def _tick(self, now: int) -> None:
-        moment = datetime.fromtimestamp(now, UTC)
-        self._second = now
+    def _tick(self) -> None:
+        """The day and the time stamped on fetches, set every second by a timer rather than
+        read from the clock on every fetch."""
+        moment = datetime.now(UTC)
         self._day = moment.strftime("%Y-%m-%d")
         self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _tick_every_second(self) -> None:
+        self._tick()
+        # Just after the next wall-clock second: a stamp is late by the timer's lag at most.
+        delay = 1.001 - time.time() % 1.0
+        self._ticker = asyncio.get_running_loop().call_later(delay, self._tick_every_second)
 
     def _classify(self, user_agent: str | None) -> str:
         if len(self._families) >= _CLASSIFIED_MAX:
@@ -176,6 +181,7 @@ class FetchCounter:
             self.on_flush(ok)
 
     def start(self) -> None:
+        self._tick_every_second()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fetch-stats")
 
     async def _run(self) -> None:
@@ -188,6 +194,9 @@ class FetchCounter:
 
     async def stop(self) -> None:
         """Stop the background flushes and write what is left."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,7 +4,8 @@ Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
   BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,ops
-  BENCH_IMPORT_FILES   files the ops section imports (default 1000)
+  BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
+  BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
 
 Servers run on core 0, the load generators and this process on core 1. Every process started
