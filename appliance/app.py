@@ -147,15 +147,16 @@ class Appliance:
         if self.metrics_server is not None:
             await self.metrics_server.close_all_connections()
         self.readiness.close()
-        await _close(self.metadata, self.library, self.pools, self.tasks)
+        await close_services(self.metadata, self.library, self.pools, self.tasks)
 
 
-async def _close(
+async def close_services(
     metadata: Metadata,
     library: Library,
     pools: list[ThreadPoolExecutor],
-    tasks: list[asyncio.Task[None]],
+    tasks: list[asyncio.Task[None]] | None = None,
 ) -> None:
+    tasks = tasks or []
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -244,7 +245,7 @@ async def start_appliance(
         # A half-started appliance must not linger (aiosqlite's thread would keep the
         # process alive): close what was opened, then fail.
         readiness.close()
-        await _close(metadata, library, pools, tasks)
+        await close_services(metadata, library, pools, tasks)
         raise
     fetch_stats.start()
     port = sockets[0].getsockname()[1]

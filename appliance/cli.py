@@ -85,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
         "--to-s3-endpoint", default=None, help="the target's S3 endpoint (default: --s3-endpoint)"
     )
 
+    sweep = commands.add_parser(
+        "sweep", help="remove stored objects that no image uses (a crashed node's leftovers)"
+    )
+    add_data_dir(sweep)
+    sweep.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=3600.0,
+        help="leave objects younger than this alone (default 3600: an hour)",
+    )
+
     for name, help_text in (
         ("verify", "re-hash every stored image against its record; exit 1 on any problem"),
         ("backup", "write a consistent copy of the library into a new directory"),
@@ -205,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_admin(args, settings))
         if target is not None:
             return asyncio.run(_migrate(settings, target))
+        if args.command == "sweep":
+            return asyncio.run(_sweep(settings, args.grace_seconds))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_keys(args, settings))
     except ImagingUnavailable as exc:
@@ -320,6 +333,19 @@ async def _migrate(source_settings: Settings, target_settings: Settings) -> int:
         f"{report.blobs_present} already there"
     )
     return 1 if report.missing else 0
+
+
+async def _sweep(settings: Settings, grace_seconds: float) -> int:
+    from appliance.app import close_services, open_services
+
+    metadata, library, pools = await open_services(settings)
+    try:
+        # Not the scratch directory: a node serving this data directory owns its uploads.
+        _, removed = await library.sweep(grace_seconds, scratch=False)
+    finally:
+        await close_services(metadata, library, pools)
+    print(f"swept {removed} unused blob(s)")
+    return 0
 
 
 async def _keys(args: argparse.Namespace, settings: Settings) -> int:

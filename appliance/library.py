@@ -84,12 +84,13 @@ class Library:
 
     # -- start-up -----------------------------------------------------------------------
 
-    async def sweep(self, grace_seconds: float = 0.0) -> tuple[int, int]:
-        """Remove unfinished uploads of this node, and objects no live image uses (a
-        crash's leftovers, thumbnails rendered while their image was deleted) that are older
-        than the grace period. Each original is removed under its digest's lock, after a
-        liveness check, so a sweep never races an upload of the same bytes on any node."""
-        temps = await self.blobs.sweep_scratch()
+    async def sweep(self, grace_seconds: float = 0.0, *, scratch: bool = True) -> tuple[int, int]:
+        """Remove unfinished uploads of this node (only when it is not serving: `scratch`),
+        and objects no live image uses (a crash's leftovers, thumbnails rendered while their
+        image was deleted) that are older than the grace period. Each original is removed
+        under its digest's lock, after a liveness check, so a sweep never races an upload of
+        the same bytes on any node."""
+        temps = await self.blobs.sweep_scratch() if scratch else 0
         await self._drop_stale_thumbnails()
         live = await self.images.live_digests()
         stored = await self.blobs.list_blobs()
@@ -112,7 +113,7 @@ class Library:
         period keeps a sweep off objects too new to judge."""
         while True:
             try:
-                temps, removed = await self.sweep(grace_seconds)
+                temps, removed = await self.sweep(grace_seconds, scratch=False)
                 if temps or removed:
                     log.info("swept %d temp file(s) and %d unused blob(s)", temps, removed)
             except asyncio.CancelledError:

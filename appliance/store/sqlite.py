@@ -189,7 +189,7 @@ class SQLiteImageStore:
             # (Driven by images instead, SQLite ran the MATCH once per row: seconds.)
             source, order = "images_fts f CROSS JOIN images i ON i.seq = f.rowid", "f.rowid"
             where.insert(0, "images_fts MATCH ?")
-            params.insert(0, _phrase(search))
+            params.insert(0, _phrase(simple_fold(search)))
         if folder is not None:
             where.append("i.folder = ?")
             params.append(folder)
