@@ -3,7 +3,9 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,ops
+  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
+                       pg_library,ops
+  BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
   BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
   BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, ops, proxy, report, startup, thumbnails, uploads
+from tests.bench import library, ops, pg_library, proxy, report, startup, thumbnails, uploads
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -50,6 +52,7 @@ def _sections() -> dict[str, Section]:
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
+        "pg_library": pg_library.run,
         "ops": ops.run,
     }
 
