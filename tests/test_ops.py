@@ -355,3 +355,5 @@ def test_the_gallery_page_names_the_command_this_user_has(server: Server) -> Non
     page = server.request("GET", "/")
     assert page.status == 200
     assert b'<html data-command="python main.py" lang="en">' in page.body
+    head = server.request("HEAD", "/")
+    assert (head.status, head.body, head.header_dict()) == (200, b"", page.header_dict())
