@@ -167,7 +167,9 @@ class PostgresServer:
                 **self._as,
             )
         pidfile = self.data / "postmaster.pid"
-        deadline = time.monotonic() + 30
+        # Crash recovery fsyncs the whole data directory first: on a loaded disk, that is
+        # tens of seconds.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None

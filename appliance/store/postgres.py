@@ -34,8 +34,10 @@ from appliance.store.interface import (
     IMAGE_DELETED,
     KEY_REVOKED,
     LAST_USED_RESOLUTION,
+    ClientTotals,
     CreatedKey,
     Event,
+    FetchCount,
     ImageRecord,
     KeyRecord,
     KeyRow,
@@ -681,6 +683,48 @@ class PostgresImageStore:
         if self._listener is None:
             self._listener = _Listener(self.db.url)
         await self._listener.wait(min(max_seconds, POLL_INTERVAL))
+
+    # -- fetch statistics and totals (operations; the twin of sqlite.py's) -------------
+
+    async def add_fetches(self, batch: list[FetchCount]) -> None:
+        """One statement for a whole batch (its keys are distinct, as ON CONFLICT needs);
+        additive, so any number of nodes flushing at once add up."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO image_fetches (image_id, day, client, fetches, last_fetched_at) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+                "$5::text[]) ON CONFLICT (image_id, day, client) DO UPDATE SET "
+                "fetches = image_fetches.fetches + excluded.fetches, last_fetched_at = "
+                "greatest(image_fetches.last_fetched_at, excluded.last_fetched_at)",
+                [c.image_id for c in batch],
+                [c.day for c in batch],
+                [c.client for c in batch],
+                [c.fetches for c in batch],
+                [c.last_fetched_at for c in batch],
+            )
+
+    async def fetch_totals(self, image_id: str, since_day: str) -> list[ClientTotals]:
+        if _unstorable(image_id, since_day):
+            return []
+        rows = await self.db.fetch(
+            "SELECT client, sum(fetches) AS total, "
+            "coalesce(sum(fetches) FILTER (WHERE day >= $2), 0) AS recent, "
+            "max(last_fetched_at) AS last FROM image_fetches WHERE image_id = $1 "
+            "GROUP BY client",
+            image_id,
+            since_day,
+        )
+        return [
+            ClientTotals(str(r["client"]), int(r["total"]), int(r["recent"]), r["last"])
+            for r in rows
+        ]
+
+    async def stored_totals(self) -> tuple[int, int]:
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS images, coalesce(sum(size_bytes), 0) AS bytes "
+            "FROM images WHERE deleted_at IS NULL"
+        )
+        return (int(row["images"]), int(row["bytes"])) if row else (0, 0)
 
     async def close(self) -> None:
         if self._listener is not None:
