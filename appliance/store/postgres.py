@@ -522,9 +522,12 @@ class PostgresImageStore:
             total = "SELECT live_images FROM tenant_stats WHERE tenant_id = $1"
         # One statement, so one snapshot (the total agrees with the page) and one round trip:
         # the page's rows, each with the total, or a lone row with the total and no image.
+        # The page is found by seq first, then its rows are read: skipping to a deep page
+        # then walks the index only (index-only scan), not a heap row per skipped image.
         rows = await self.db.fetch(
-            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE {clause} "
-            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)}) "
+            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE seq IN ("
+            f"SELECT seq FROM images WHERE {clause} "
+            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)})) "
             f"SELECT coalesce(({total}), 0) AS total, page.* "
             "FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY page.seq DESC",
             *args,
