@@ -68,7 +68,10 @@ LOCK_TIMEOUT = 30.0
 BULK_TIMEOUT = 3600.0
 # A node that stops talking mid-transaction (frozen, partitioned) loses its locks after this.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-POOL_MIN, POOL_MAX = 1, 10
+# No floor: connections are made on demand (and kept while in use, closed after 5 idle
+# minutes). With a floor, asyncpg reconnects in the background during an outage, logging a
+# traceback each time, and every node does so against a database that is coming back.
+POOL_MIN, POOL_MAX = 0, 10
 EVENT_CHANNEL = "pictor_events"
 RESET = "reset"  # events were pruned past a cursor: forget every cached record
 # wait_for_events returns after at most this long even without a notification: the caller
