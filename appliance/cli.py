@@ -14,6 +14,7 @@ from pathlib import Path
 from appliance import __version__
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
 from appliance.errors import ImagingUnavailable
+from appliance.preflight import SQLiteUnavailable, check_sqlite
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pictor: {exc}", file=sys.stderr)
         return 2
     try:
+        check_sqlite()  # before any command opens the database
         if args.command == "serve":
             return asyncio.run(_serve(settings))
         db_path = settings.data_dir / "pictor.db"
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_keys(args, db_path))
-    except ImagingUnavailable as exc:
+    except (ImagingUnavailable, SQLiteUnavailable) as exc:
         print(f"pictor: refusing to start: {exc}", file=sys.stderr)
         return 3
     except OSError as exc:
