@@ -60,7 +60,10 @@ print("\n".join(project["dependencies"] + [d for d in dev if d.startswith("pyins
 EOF
 "$PYTHON" -m pip freeze --all --exclude-editable 2>/dev/null | grep -vE '^(-e |pictor)' \
     >"$W/constraints.txt"
-pip_quiet() { "$PYTHON" -m pip "$@" -q --disable-pip-version-check 2>&1 | grep -v "is ignored" || true; }
+pip_quiet() { # pip, without its warnings about this machine's extra index folders (pipefail
+    # keeps pip's exit status)
+    "$PYTHON" -m pip "$@" -q --disable-pip-version-check 2>&1 | { grep -v "is ignored" || true; }
+}
 # pyvips is published as source only (it is pure Python): make its wheel here.
 pip_quiet wheel --no-deps -w "$W" -c "$W/constraints.txt" "$(grep -E '^pyvips==' "$W/requirements.txt")"
 # Wheels for the build root's platform: manylinux up to 2.28, CPython 3.11.
@@ -81,8 +84,9 @@ pip_wheel=$(cd "$BUILD_ROOT" && ls opt/pictor/lib/python3.11/ensurepip/_bundled/
 in_root "$BUILD_ROOT" -- env -i PATH=/usr/bin:/bin HOME=/root PYTHONPATH="/$pip_wheel" \
     /opt/pictor/bin/python3.11 -m pip install -q --no-index --find-links /build/wheels \
     --target /build/site -c /build/wheels/constraints.txt -r /build/wheels/requirements.txt \
-    2>&1 | grep -vE "Running pip as the 'root' user" >&2 || true
-[[ -d $BUILD_ROOT/build/site/PyInstaller ]] || die "the wheels did not install in the root"
+    2>&1 | { grep -vE "Running pip as the 'root' user" >&2 || true; } \
+    || die "the wheels did not install in the root"
+[[ -d $BUILD_ROOT/build/site/PyInstaller ]] || die "no PyInstaller in the root's wheels"
 # The bundle must run pyvips in API mode on pyvips-binary's libvips; fail early if it cannot.
 in_root "$BUILD_ROOT" -- env -i PYTHONPATH=/build/site /opt/pictor/bin/python3.11 -c \
     'import pyvips, sys; sys.exit(0 if pyvips.API_mode else 1)' \
