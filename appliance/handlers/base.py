@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +35,36 @@ class Services:
     auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
 
+def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
+    """The methods a handler class implements (RFC 9110 10.2.1 `Allow`), HEAD with GET."""
+    base = tornado.web.RequestHandler
+    methods = [
+        m
+        for m in handler.SUPPORTED_METHODS
+        if getattr(handler, m.lower()) is not getattr(base, m.lower())
+    ]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return methods
+
+
+def set_allow(handler: tornado.web.RequestHandler, status_code: int) -> None:
+    """Every 405 names the methods the route does accept (RFC 9110 15.5.6); called from
+    `write_error`, after `send_error` has cleared the headers."""
+    if status_code == 405:
+        handler.set_header("Allow", ", ".join(allowed_methods(type(handler))))
+
+
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
 
     def initialize(self, services: Services) -> None:
         self.services = services
+
+    def head(self, *args: str) -> Awaitable[None] | None:
+        """HEAD wherever GET is (RFC 9110 9.3.2): the same handler, its body dropped by
+        Tornado, so the headers are exactly GET's (Content-Length included)."""
+        return self.get(*args)
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no response names our software or its version
@@ -55,6 +81,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one place that renders an error body: the contract's JSON shape."""
+        set_allow(self, status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = exc.body()
