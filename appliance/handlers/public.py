@@ -194,7 +194,7 @@ class PublicImageHandler(BaseHandler):
     def library(self) -> Library:
         return self.services.library
 
-    async def head(self, image_id: str) -> None:
+    async def head(self, image_id: str) -> None:  # type: ignore[override]
         await self.get(image_id, include_body=False)
 
     async def get(self, image_id: str, include_body: bool = True) -> None:
