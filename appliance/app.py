@@ -42,7 +42,7 @@ def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Appl
             (r"/v3/images/([^/]+)/?", ImageHandler, deps),
             (r"/v3/openapi.json", OpenApiHandler, deps),
             (r"/v3(?:/.*)?", ApiNotFoundHandler, deps),
-            (r"/i/([^/]+)", PublicImageHandler, {**deps, "cache": cache}),
+            (r"/i/(.*)", PublicImageHandler, {**deps, "cache": cache}),
             (r"/", GalleryHandler, deps),
             (r"/static/(.+)", StaticHandler, {"path": str(static_dir())}),
         ],
@@ -123,7 +123,14 @@ async def open_services(settings: Settings) -> tuple[Metadata, Library, list[Thr
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         raise
-    library = Library(metadata.images, blobs, io_pool=io_pool, imaging_pool=imaging_pool)
+    library = Library(
+        metadata.images,
+        blobs,
+        io_pool=io_pool,
+        imaging_pool=imaging_pool,
+        render_concurrency=settings.render_concurrency,
+        render_queue=settings.render_queue,
+    )
     return metadata, library, pools
 
 

@@ -129,7 +129,7 @@ def split_path(rest: str) -> tuple[str, Ask | None]:
     if not slash:
         image_id, dot, ext = rest.partition(".")
         if not dot:
-            return rest, None
+            return _checked_id(rest), None
         return _checked_id(image_id), Ask(family=_family(ext))
     name, dot, ext = leaf.partition(".")
     family = _family(ext) if dot else None

@@ -25,6 +25,10 @@ SECURITY_HEADERS = (
 )
 
 
+def error_payload(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything a handler may use, handed to it through `initialize`."""
@@ -82,6 +86,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one place that renders an error body: the contract's JSON shape."""
         set_allow(self, status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")  # unless the error says otherwise
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = exc.body()
@@ -94,9 +100,7 @@ class BaseHandler(tornado.web.RequestHandler):
             else:
                 message = generic_message(status_code, reason)
             body = error_body(status_code, generic_code(status_code), message)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = error_payload(body)
         if self.request.method == "HEAD":  # the headers GET would send, and no body
             self.set_header("Content-Length", str(len(payload)))
             self.finish()
