@@ -179,13 +179,11 @@ class Library:
 
     async def _keep_thumbnail(self, record: ImageRecord, thumb: bytes) -> None:
         """The thumbnail was made anyway (it proved the file decodes); keeping it makes the
-        gallery's first view instant. Losing it costs only a remake on first request. An
-        image that is its own thumbnail keeps none."""
+        gallery's first view instant. Losing it costs only a remake on first request."""
         rendering = variants.resolve(
             variants.Ask(thumbnail=True), record.mime_type, record.width, record.height
         )
-        if rendering is None:
-            return
+        assert rendering is not None  # a thumbnail is always made
         try:
             await self.blobs.put_derived(record.sha256, THUMBNAIL, _kept(record, rendering, thumb))
         except (OSError, StorageUnavailable):

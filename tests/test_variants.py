@@ -266,12 +266,6 @@ def test_a_thumbnail_that_would_be_larger_is_the_original(server: Server) -> Non
         assert resp.body == data
 
 
-def test_a_small_image_is_its_own_thumbnail(server: Server) -> None:
-    image = upload(server, images.jpeg(300, 200), "s.jpg", "image/jpeg")
-    resp = fetch(server, image.path + "?variant=thumbnail")
-    assert (resp.body, resp.headers["ETag"]) == (image.data, image.etag)
-
-
 # -- URL forms --------------------------------------------------------------------------------
 
 
@@ -469,6 +463,23 @@ def test_head_conditionals_and_ranges_on_every_form(server: Server) -> None:
                     )
                 elif status == 416:
                     assert got.headers["Content-Range"] == f"bytes */{len(whole.body)}"
+
+
+def test_a_large_rendering_streams_with_ranges_like_an_original(server: Server) -> None:
+    """Over 1 MiB, a rendering is not kept in memory: it streams from the blob store."""
+    image = upload(server, encoded(photo(2100, 1400), "PNG"), "big.png")
+    whole = fetch(server, image.path + "/w2000.png")
+    assert whole.status == 200
+    assert len(whole.body) > 1 << 20
+    assert whole.header_dict() == headers_of(
+        image, whole.body, "image/png", rendered_etag(image, "w2000-png")
+    )
+    with decoded(whole.body) as got:
+        assert got.size == (2000, round(1400 * 2000 / 2100))
+    middle = fetch(server, image.path + "?w=2000", Range="bytes=1000000-1000099")
+    assert (middle.status, middle.body) == (206, whole.body[1_000_000:1_000_100])
+    head = fetch(server, image.path + "/w2000.png", "HEAD")
+    assert (head.status, head.header_dict(), head.body) == (200, whole.header_dict(), b"")
 
 
 def test_every_form_is_410_after_a_delete(server: Server) -> None:
