@@ -3,7 +3,8 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup
+  BENCH_SECTIONS       a comma-separated subset of:
+                       proxy,thumbnails,variants,uploads,library,startup
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
 
 Servers run on core 0, the load generators and this process on core 1. Every process started
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, proxy, report, startup, thumbnails, uploads
+from tests.bench import library, proxy, report, startup, thumbnails, uploads, variants
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -45,6 +46,7 @@ def _sections() -> dict[str, Section]:
     return {
         "proxy": proxy.run,
         "thumbnails": thumbnails.run,
+        "variants": variants.run,
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,

@@ -1,0 +1,231 @@
+"""Variants: the first `w=1200` rendering of a 12 MP JPEG against the best library call, a
+warm `w=600` GET against nginx serving the very same bytes, and a burst of GETs for a deleted
+image (410) against one for a live image.
+
+The rendering is timed in-process on the server core (the appliance's own code path,
+`imaging.probe` + `variants.render`, against pyvips' `thumbnail` and Pillow's `draft` +
+resize encoding with the same JPEG settings), and as the first GET over HTTP with the derived
+files deleted before each (the executor hops, the disk write and the answer included).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyvips
+from PIL import Image
+
+from appliance import imaging, variants
+from tests.bench import load
+from tests.bench.common import (
+    CLIENT_CORE,
+    SERVER_CORE,
+    Client,
+    Context,
+    Row,
+    fmt_ms,
+    fmt_rate,
+    median,
+    pin_self,
+    ratio,
+)
+from tests.bench.media import Media, unique_jpeg
+from tests.bench.servers import Appliance, Nginx
+
+WIDTH = 1200
+TRIALS = 9
+HTTP_TRIALS = 5
+TARGET_RENDER = 1.10  # appliance / best library call
+TARGET_GONE = 0.90  # 410 burst / live burst
+TARGET_WARM = 0.30  # as for originals: warm w=600 GET / nginx
+
+
+def appliance_code(path: Path) -> bytes:
+    info = imaging.probe(str(path), "image/jpeg")
+    rendering = variants.resolve(variants.Ask(width=WIDTH), "image/jpeg", *info.shown)
+    assert rendering is not None
+    return variants.render(str(path), info, rendering)
+
+
+def pyvips_thumbnail(path: Path) -> bytes:
+    image = pyvips.Image.thumbnail(str(path), WIDTH, height=10_000_000, size="down")
+    return bytes(image.jpegsave_buffer(Q=85, optimize_coding=True, keep="none"))
+
+
+def pillow_draft(path: Path) -> bytes:
+    out = io.BytesIO()
+    with Image.open(path) as im:
+        height = round(im.height * WIDTH / im.width)
+        im.draft("RGB", (WIDTH, height))  # DCT scaling on load, as large as needed
+        small = im.resize((WIDTH, height), Image.Resampling.LANCZOS)
+        small.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
+
+
+def run(ctx: Context, media: Media) -> tuple[list[Row], dict[str, Any]]:
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    rows.append(_render_row(ctx, media, raw))
+    rows += _http_rows(ctx, media, raw)
+    return rows, raw
+
+
+def _render_row(ctx: Context, media: Media, raw: dict[str, Any]) -> Row:
+    imaging.init_pyvips()
+    functions: dict[str, Callable[[Path], bytes]] = {
+        "appliance": appliance_code,
+        "pyvips": pyvips_thumbnail,
+        "pillow": pillow_draft,
+    }
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    pin_self(SERVER_CORE)
+    try:
+        for fn in functions.values():  # untimed: codecs loaded, the file in the page cache
+            fn(media.jpeg_12mp)
+        for trial in range(TRIALS):
+            order = list(functions.items())
+            order = order[trial % 3 :] + order[: trial % 3]
+            for name, fn in order:
+                started = time.perf_counter()
+                assert fn(media.jpeg_12mp)
+                times[name].append(time.perf_counter() - started)
+    finally:
+        pin_self(CLIENT_CORE)
+    med = {name: median(values) for name, values in times.items()}
+    best = min(("pyvips", "pillow"), key=lambda n: med[n])
+    q = ratio(med["appliance"], med[best])
+    raw["render"] = {"seconds": times, "median": med, "best": best}
+    ctx.note(
+        f"w={WIDTH} of a 12 MP JPEG: appliance {fmt_ms(med['appliance'])} ms, pyvips "
+        f"{fmt_ms(med['pyvips'])} ms, Pillow {fmt_ms(med['pillow'])} ms"
+    )
+    other = max(med["pyvips"], med["pillow"])
+    return Row(
+        section="variants",
+        figure=f"variants: first w={WIDTH}, 12 MP JPEG, code path",
+        appliance=f"{fmt_ms(med['appliance'])} ms",
+        reference=f"{best} {fmt_ms(med[best])} ms (other {fmt_ms(other)})",
+        ratio=q,
+        target=f"<= {TARGET_RENDER:.2f}",
+        passed=q is not None and q <= TARGET_RENDER,
+        data=raw["render"],
+    )
+
+
+def _http_rows(ctx: Context, media: Media, raw: dict[str, Any]) -> list[Row]:
+    data_dir = ctx.subdir("variants") / "data"
+    app = Appliance.start(ctx, data_dir)
+    rows: list[Row] = []
+    try:
+        client = Client(app.port)
+        big = media.jpeg_12mp.read_bytes()
+        first_get = []
+        for _ in range(HTTP_TRIALS):
+            image_id = app.upload(big, "photo-12mp.jpg", client=client)["id"]
+            for derived in (data_dir / "derived").glob(f"*/*.w{WIDTH}-jpeg"):
+                os.unlink(derived)
+            started = time.perf_counter()
+            answer = client.request("GET", f"/i/{image_id}?w={WIDTH}")
+            first_get.append(time.perf_counter() - started)
+            if answer.status != 200:
+                raise RuntimeError(f"w={WIDTH}: {answer.status}")
+        best = raw["render"]["best"]
+        best_s = raw["render"]["median"][best]
+        rows.append(
+            Row(
+                section="variants",
+                figure=f"variants: first w={WIDTH}, 12 MP JPEG, GET over HTTP",
+                appliance=f"{fmt_ms(median(first_get))} ms",
+                reference=f"{best} {fmt_ms(best_s)} ms",
+                ratio=ratio(median(first_get), best_s),
+                data={"seconds": first_get},
+            )
+        )
+        raw["first_get"] = first_get
+
+        live = app.upload(media.jpeg_200k.read_bytes(), "spring-sale.jpg", client=client)
+        old = unique_jpeg(media.jpeg_200k.read_bytes(), b"last spring")
+        gone = app.upload(old, "old.jpg", client=client)
+        w600 = client.request("GET", f"/i/{live['id']}?w=600")
+        assert w600.status == 200, w600.status
+        deleted = client.request("DELETE", f"/v3/images/{gone['id']}", headers=app.auth())
+        assert deleted.status == 204, deleted.status
+        sha = live["sha256"]
+        derived = data_dir / "derived" / sha[:2] / f"{sha}.w600-jpeg"
+        assert derived.read_bytes() == w600.body
+        nginx = Nginx.start(ctx, {"w600": (derived, "image/jpeg")})
+        try:
+            rows += _bursts(ctx, app, nginx, live["id"], gone["id"], raw)
+        finally:
+            nginx.stop()
+    finally:
+        app.stop()
+    return rows
+
+
+def _bursts(
+    ctx: Context, app: Appliance, nginx: Nginx, live_id: str, gone_id: str, raw: dict[str, Any]
+) -> list[Row]:
+    base = f"http://127.0.0.1:{app.port}"
+    load.wrk(ctx, f"{base}/i/{live_id}?w=600", duration=1)  # warm up
+    results = {
+        "w600": load.wrk(ctx, f"{base}/i/{live_id}?w=600"),
+        "w600_nginx": load.wrk(ctx, f"http://127.0.0.1:{nginx.port}/i/w600"),
+        "w600_path": load.wrk(ctx, f"{base}/i/{live_id}/w600.jpg"),
+        "live": load.wrk(ctx, f"{base}/i/{live_id}"),
+        "gone": load.wrk(ctx, f"{base}/i/{gone_id}"),
+        "gone_w600": load.wrk(ctx, f"{base}/i/{gone_id}/w600.jpg"),
+    }
+    raw["bursts"] = {name: r.as_dict() for name, r in results.items()}
+    for name, r in results.items():
+        expected_bad = r.requests if name.startswith("gone") else 0
+        if r.errors or r.bad_status != expected_bad:
+            ctx.note(f"variants burst {name}: {r.errors} errors, {r.bad_status} non-2xx/3xx")
+
+    def cell(r: load.LoadResult) -> str:
+        return f"{fmt_rate(r.rps, 'req/s')}  p50 {fmt_ms(r.p50)} p99 {fmt_ms(r.p99)} ms"
+
+    warm = ratio(results["w600"].rps, results["w600_nginx"].rps)
+    gone = ratio(results["gone"].rps, results["live"].rps)
+    rows = [
+        Row(
+            section="variants",
+            figure="variants: warm GET ?w=600 (req/s)",
+            appliance=cell(results["w600"]),
+            reference="nginx " + cell(results["w600_nginx"]),
+            ratio=warm,
+            target=f">= {TARGET_WARM:.2f}",
+            passed=warm is not None and warm >= TARGET_WARM,
+        ),
+        Row(
+            section="variants",
+            figure="variants: warm GET /w600.jpg (req/s)",
+            appliance=cell(results["w600_path"]),
+            reference="nginx " + cell(results["w600_nginx"]),
+            ratio=ratio(results["w600_path"].rps, results["w600_nginx"].rps),
+        ),
+        Row(
+            section="variants",
+            figure="variants: burst for a deleted image, 410 (req/s)",
+            appliance=cell(results["gone"]),
+            reference="live 200 KB GET " + cell(results["live"]),
+            ratio=gone,
+            target=f">= {TARGET_GONE:.2f}",
+            passed=gone is not None and gone >= TARGET_GONE,
+        ),
+        Row(
+            section="variants",
+            figure="variants: burst for a deleted image, /w600.jpg 410 (req/s)",
+            appliance=cell(results["gone_w600"]),
+            reference="live w=600 GET " + cell(results["w600"]),
+            ratio=ratio(results["gone_w600"].rps, results["w600"].rps),
+        ),
+    ]
+    for row in rows:
+        ctx.note(f"{row.figure}: {row.appliance} vs {row.reference}")
+    return rows
