@@ -558,6 +558,7 @@ def test_concurrent_first_requests_render_once(server: Server) -> None:
     assert server.app.library.renders == before + 1
 
 
+@pytest.mark.embedded_only  # sets the version in the SQLite database by hand
 def test_renderings_are_deterministic_and_survive_a_restart(server_factory: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "lib"
     first = server_factory(data_dir=data_dir)
