@@ -1,5 +1,6 @@
 """Variants: the first `w=1200` rendering of a 12 MP JPEG against the best library call, a
-warm `w=600` GET against nginx serving the very same bytes, and a burst of GETs for a deleted
+warm `w=600` GET against nginx serving the very same bytes (and, back to back, the original
+against nginx: the goal is the same ratio), and a burst of GETs for a deleted
 image (410) against one for a live image.
 
 The rendering is timed in-process on the server core (the appliance's own code path,
@@ -42,7 +43,6 @@ TRIALS = 9
 HTTP_TRIALS = 5
 TARGET_RENDER = 1.10  # appliance / best library call
 TARGET_GONE = 0.90  # 410 burst / live burst
-TARGET_WARM = 0.30  # as for originals: warm w=600 GET / nginx
 
 
 def appliance_code(path: Path) -> bytes:
@@ -158,7 +158,8 @@ def _http_rows(ctx: Context, media: Media, raw: dict[str, Any]) -> list[Row]:
         sha = live["sha256"]
         derived = data_dir / "derived" / sha[:2] / f"{sha}.w600-jpeg"
         assert derived.read_bytes() == w600.body
-        nginx = Nginx.start(ctx, {"w600": (derived, "image/jpeg")})
+        files = {"w600": (derived, "image/jpeg"), "original": (app.blob_path(sha), "image/jpeg")}
+        nginx = Nginx.start(ctx, files)
         try:
             rows += _bursts(ctx, app, nginx, live["id"], gone["id"], raw)
         finally:
@@ -172,15 +173,25 @@ def _bursts(
     ctx: Context, app: Appliance, nginx: Nginx, live_id: str, gone_id: str, raw: dict[str, Any]
 ) -> list[Row]:
     base = f"http://127.0.0.1:{app.port}"
-    load.wrk(ctx, f"{base}/i/{live_id}?w=600", duration=1)  # warm up
-    results = {
-        "w600": load.wrk(ctx, f"{base}/i/{live_id}?w=600"),
-        "w600_nginx": load.wrk(ctx, f"http://127.0.0.1:{nginx.port}/i/w600"),
-        "w600_path": load.wrk(ctx, f"{base}/i/{live_id}/w600.jpg"),
-        "live": load.wrk(ctx, f"{base}/i/{live_id}"),
-        "gone": load.wrk(ctx, f"{base}/i/{gone_id}"),
-        "gone_w600": load.wrk(ctx, f"{base}/i/{gone_id}/w600.jpg"),
+    for url in (f"{base}/i/{live_id}?w=600", f"http://127.0.0.1:{nginx.port}/i/w600"):
+        load.wrk(ctx, url, duration=1)  # warm up: connections, caches, page cache
+    ref = f"http://127.0.0.1:{nginx.port}"
+    # In pairs, each side twice (A B A B) and the better run of each kept, so that a noisy
+    # neighbour hits both sides of each ratio alike.
+    pairs = {
+        ("original", "original_nginx"): (f"{base}/i/{live_id}", f"{ref}/i/original"),
+        ("w600", "w600_nginx"): (f"{base}/i/{live_id}?w=600", f"{ref}/i/w600"),
+        ("w600_path", "w600_nginx_again"): (f"{base}/i/{live_id}/w600.jpg", f"{ref}/i/w600"),
+        ("gone", "live"): (f"{base}/i/{gone_id}", f"{base}/i/{live_id}"),
+        ("gone_w600", "live_w600"): (f"{base}/i/{gone_id}/w600.jpg", f"{base}/i/{live_id}?w=600"),
     }
+    results: dict[str, load.LoadResult] = {}
+    for names, urls in pairs.items():
+        for _ in range(2):
+            for name, url in zip(names, urls, strict=True):
+                r = load.wrk(ctx, url)
+                if name not in results or r.rps > results[name].rps:
+                    results[name] = r
     raw["bursts"] = {name: r.as_dict() for name, r in results.items()}
     for name, r in results.items():
         expected_bad = r.requests if name.startswith("gone") else 0
@@ -191,23 +202,31 @@ def _bursts(
         return f"{fmt_rate(r.rps, 'req/s')}  p50 {fmt_ms(r.p50)} p99 {fmt_ms(r.p99)} ms"
 
     warm = ratio(results["w600"].rps, results["w600_nginx"].rps)
+    originals = ratio(results["original"].rps, results["original_nginx"].rps)
     gone = ratio(results["gone"].rps, results["live"].rps)
     rows = [
+        Row(
+            section="variants",
+            figure="variants: GET 200 KB original, same run (req/s)",
+            appliance=cell(results["original"]),
+            reference="nginx " + cell(results["original_nginx"]),
+            ratio=originals,
+        ),
         Row(
             section="variants",
             figure="variants: warm GET ?w=600 (req/s)",
             appliance=cell(results["w600"]),
             reference="nginx " + cell(results["w600_nginx"]),
             ratio=warm,
-            target=f">= {TARGET_WARM:.2f}",
-            passed=warm is not None and warm >= TARGET_WARM,
+            target=f">= 0.9 x {originals or 0:.2f}",  # the originals' ratio, this run
+            passed=warm is not None and originals is not None and warm >= 0.9 * originals,
         ),
         Row(
             section="variants",
             figure="variants: warm GET /w600.jpg (req/s)",
             appliance=cell(results["w600_path"]),
-            reference="nginx " + cell(results["w600_nginx"]),
-            ratio=ratio(results["w600_path"].rps, results["w600_nginx"].rps),
+            reference="nginx " + cell(results["w600_nginx_again"]),
+            ratio=ratio(results["w600_path"].rps, results["w600_nginx_again"].rps),
         ),
         Row(
             section="variants",
@@ -222,8 +241,8 @@ def _bursts(
             section="variants",
             figure="variants: burst for a deleted image, /w600.jpg 410 (req/s)",
             appliance=cell(results["gone_w600"]),
-            reference="live w=600 GET " + cell(results["w600"]),
-            ratio=ratio(results["gone_w600"].rps, results["w600"].rps),
+            reference="live w=600 GET " + cell(results["live_w600"]),
+            ratio=ratio(results["gone_w600"].rps, results["live_w600"].rps),
         ),
     ]
     for row in rows:
