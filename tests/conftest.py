@@ -15,13 +15,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from appliance.app import Appliance, start_appliance
 from appliance.config import Settings
 from tests.encoding import multipart
+
+if TYPE_CHECKING:  # the plugins themselves are loaded (and assertion-rewritten) by pytest
+    from tests.pg_server import PostgresServer
+    from tests.s3_server import S3Target, SeaweedFS
+
+# Real servers for the scale-out tests: PostgreSQL (`postgres_server`, `postgres_url`) and
+# SeaweedFS's S3 gateway (`seaweedfs`, `s3_target`), started only by the tests that use them.
+pytest_plugins = ["tests.pg_server", "tests.s3_server"]
 
 DEFAULT = object()
 
@@ -179,7 +187,8 @@ SHARED_SUITES = {
     "test_storage",
     "test_conditional",
 }
-PAIRS: list[str] = ["embedded"]
+SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
+PAIRS: list[str] = ["embedded", "scaleout"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -193,6 +202,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     suite = metafunc.module.__name__.rpartition(".")[2]
     pairs = PAIRS if suite in SHARED_SUITES else PAIRS[:1]
+    if suite in SCALEOUT_SUITES:
+        pairs = PAIRS[1:]
     if metafunc.definition.get_closest_marker("embedded_only"):
         pairs = PAIRS[:1]
     metafunc.parametrize("backends", pairs, indirect=True)
@@ -208,12 +219,44 @@ class Backends:
         return {}
 
 
+class ScaledOut(Backends):
+    """PostgreSQL and an S3 store (the session's servers): a fresh database and bucket
+    prefix per library, the S3 credentials in the environment as a node reads them."""
+
+    name = "scaleout"
+
+    def __init__(self, postgres: PostgresServer, seaweedfs: SeaweedFS) -> None:
+        self.postgres = postgres
+        self.seaweedfs = seaweedfs
+        self._libraries: dict[Path, tuple[str, S3Target]] = {}
+        self._lock = threading.Lock()  # servers may be started from several threads
+
+    def library(self, data_dir: Path) -> tuple[str, S3Target]:
+        with self._lock:
+            if data_dir not in self._libraries:
+                self._libraries[data_dir] = (
+                    self.postgres.create_database(),
+                    self.seaweedfs.new_target(),
+                )
+            return self._libraries[data_dir]
+
+    def settings(self, data_dir: Path) -> dict[str, Any]:
+        database, target = self.library(data_dir)
+        return {"database": database, "blob_store": target.url, "s3_endpoint": target.endpoint}
+
+
 @pytest.fixture
-def backends(request: pytest.FixtureRequest) -> Backends:
+def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backends:
     name = getattr(request, "param", "embedded")
     if name == "embedded":
         return Backends()
-    raise LookupError(name)
+    pairs = ScaledOut(
+        request.getfixturevalue("postgres_server"), request.getfixturevalue("seaweedfs")
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", pairs.seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", pairs.seaweedfs.secret_key)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return pairs
 
 
 @pytest.fixture
