@@ -248,7 +248,11 @@ class Library:
                         reset()
 
     def _forget(self, image_id: str) -> None:
-        self._public.pop(image_id, None)
+        record = self._public.get(image_id)
+        if record is not None and record.deleted_at is None:
+            # A tombstone already cached (this node's own delete, whose event comes back
+            # too) stays: the fast lane answers its 410s from it.
+            del self._public[image_id]
         for forget in self.on_delete:
             forget(image_id)
 
