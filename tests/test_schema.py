@@ -44,7 +44,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 SUCCESS = {"listImages": 200, "uploadImage": 201, "listFolders": 200, "getImage": 200}
-SUCCESS |= {"updateImage": 200, "deleteImage": 204}
+SUCCESS |= {"updateImage": 200, "deleteImage": 204, "getImageStats": 200}
 OPERATIONS = list(SUCCESS)
 
 
@@ -148,7 +148,9 @@ def app_routes(server: Server) -> list[tuple[str, set[str]]]:
         methods = {
             method
             for method in handler.SUPPORTED_METHODS
-            if getattr(handler, method.lower())
+            # HEAD is GET without its body wherever GET is (RFC 9110 9.3.2), not an operation
+            if method != "HEAD"
+            and getattr(handler, method.lower())
             is not getattr(tornado.web.RequestHandler, method.lower())
         }
         if handler in (ApiNotFoundHandler, OpenApiHandler):

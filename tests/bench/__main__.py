@@ -3,11 +3,11 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
-                       pg_library,s3
+  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,variants,uploads,
+                       library,startup,pg_library,ops,scaleout
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
-  BENCH_DATABASE       s3: a postgresql:// URL for the S3-backed node (default SQLite)
-  BENCH_WEED_CORE      s3: pin SeaweedFS to this core (default: not pinned)
+  BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
+  BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
 
 Servers run on core 0, the load generators and this process on core 1. Every process started
@@ -25,7 +25,18 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, pg_library, proxy, report, s3, startup, thumbnails, uploads
+from tests.bench import (
+    library,
+    ops,
+    pg_library,
+    proxy,
+    report,
+    scaleout,
+    startup,
+    thumbnails,
+    uploads,
+    variants,
+)
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -49,11 +60,13 @@ def _sections() -> dict[str, Section]:
     return {
         "proxy": proxy.run,
         "thumbnails": thumbnails.run,
+        "variants": variants.run,
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
-        "s3": s3.run,
+        "ops": ops.run,
+        "scaleout": scaleout.run,
     }
 
 

@@ -60,6 +60,10 @@ def ensure_tools(ctx: Context) -> dict[str, str]:
     return versions
 
 
+def _with(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    return None if env is None else {**os.environ, **env}
+
+
 def _which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
 
@@ -76,7 +80,7 @@ def create_key(
     """`keys create` prints the key alone on its last line (the CLI contract)."""
     done = ctx.procs.run(
         [*command, "keys", "create", "--tenant", "default", "--data-dir", str(data_dir)],
-        env=env,
+        env=_with(env),
     )
     if done.returncode != 0:
         raise RuntimeError(f"keys create failed: {done.stderr.strip()}")
@@ -103,17 +107,16 @@ class Appliance:
         core: int = SERVER_CORE,
         env: Mapping[str, str] | None = None,
     ) -> Appliance:
-        """`env`: extra environment (e.g. PICTOR_BLOB_STORE and the S3 settings)."""
+        """`env` adds variables, e.g. PICTOR_DATABASE and the S3 settings of another pair."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, **env} if env else None
         if key is None:
-            key = create_key(ctx, data_dir, command, full_env)
+            key = create_key(ctx, data_dir, command, env)
         port = free_port()
         argv = [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--data-dir", str(data_dir)]
         with open(data_dir.parent / f"{data_dir.name}.log", "ab") as log:
             started = time.perf_counter()
-            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log, env=full_env)
+            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log, env=_with(env))
         wait_http(port, proc)
         return cls(ctx, data_dir, port, proc, key, time.perf_counter() - started)
 
