@@ -75,9 +75,11 @@ class _S3Reader:
 
 
 class S3BlobStore:
-    # The next ranged GET of a deleted object is a 404 (and SeaweedFS stalls a GET in
-    # flight), so the library defers removing unused originals.
+    # A reader is one GET, and the stores tried finish a GET they began (SeaweedFS sent all
+    # 40 MB of an object deleted after its first 64 KB; see test_s3client), but S3 does not
+    # promise it for every store: the library still defers removing unused originals.
     readers_survive_delete = False
+
     def __init__(
         self,
         config: S3Config,
