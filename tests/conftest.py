@@ -77,6 +77,11 @@ class Server:
         """Run a coroutine on the server's loop (e.g. to seed the store) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
+    def settle(self) -> None:
+        """Run the blob removals a delete deferred (an object store keeps an unused original
+        a while, for streams in flight); nothing to do on the directory store."""
+        self.call(self.app.library.remove_unused_now())
+
     def originals(self) -> list[str]:
         """The digests of the originals in the library's blob store, sorted."""
         stored = self.call(self.app.library.blobs.list_blobs())
@@ -228,14 +233,16 @@ class ScaledOut(Backends):
         self.postgres = postgres
         self.seaweedfs = seaweedfs
         self._libraries: dict[Path, tuple[str, S3Target]] = {}
+        self._lock = threading.Lock()  # servers may be started from several threads
 
     def library(self, data_dir: Path) -> tuple[str, S3Target]:
-        if data_dir not in self._libraries:
-            self._libraries[data_dir] = (
-                self.postgres.create_database(),
-                self.seaweedfs.new_target(),
-            )
-        return self._libraries[data_dir]
+        with self._lock:
+            if data_dir not in self._libraries:
+                self._libraries[data_dir] = (
+                    self.postgres.create_database(),
+                    self.seaweedfs.new_target(),
+                )
+            return self._libraries[data_dir]
 
     def settings(self, data_dir: Path) -> dict[str, Any]:
         database, target = self.library(data_dir)

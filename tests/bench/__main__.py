@@ -4,7 +4,7 @@ Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
   BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
-                       pg_library,ops
+                       scaleout,pg_library,ops
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
   BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
   BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
@@ -25,7 +25,17 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, ops, pg_library, proxy, report, startup, thumbnails, uploads
+from tests.bench import (
+    library,
+    ops,
+    pg_library,
+    proxy,
+    report,
+    scaleout,
+    startup,
+    thumbnails,
+    uploads,
+)
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -53,6 +63,7 @@ def _sections() -> dict[str, Section]:
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
+        "scaleout": scaleout.run,
         "ops": ops.run,
     }
 
