@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -189,8 +190,15 @@ def run_server(
 # a server runs once on the embedded default (SQLite and a blob directory) and once scaled
 # out (PostgreSQL and an S3 object store), unless it is marked `embedded_only` (it looks at
 # the data directory's own files).
-SHARED_SUITES = {"test_api", "test_proxy", "test_upload", "test_storage", "test_conditional"}
-SHARED_SUITES |= {"test_fetch_stats"}
+SHARED_SUITES = {
+    "test_api",
+    "test_proxy",
+    "test_variants",
+    "test_upload",
+    "test_storage",
+    "test_conditional",
+    "test_fetch_stats",
+}
 SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
 PAIRS: list[str] = ["embedded", "scaleout"]
 
@@ -222,6 +230,9 @@ class Backends:
     def settings(self, data_dir: Path) -> dict[str, Any]:
         return {}
 
+    def drop(self) -> None:
+        """Remove the test's libraries from shared servers (its servers have stopped)."""
+
 
 class ScaledOut(Backends):
     """PostgreSQL and an S3 store (the session's servers): a fresh database and bucket
@@ -248,6 +259,17 @@ class ScaledOut(Backends):
         database, target = self.library(data_dir)
         return {"database": database, "blob_store": target.url, "s3_endpoint": target.endpoint}
 
+    def drop(self) -> None:
+        # A cluster of hundreds of databases makes every crash recovery (fsync of the whole
+        # data directory) slow; each test's databases go when it ends.
+        with self._lock:
+            libraries, self._libraries = list(self._libraries.values()), {}
+        if not self.postgres.running:
+            return
+        for database, _ in libraries:
+            name = database.rpartition("/")[2]
+            self.postgres.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 @pytest.fixture
 def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backends:
@@ -263,9 +285,9 @@ def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return pairs
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
-    """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
+@contextmanager
+def servers_on(backends: Backends, tmp_path: Path) -> Iterator[Any]:
+    """A function that starts servers on these backends; all are stopped at the end."""
     running: list[Server] = []
 
     def start(data_dir: Path | None = None, **overrides: Any) -> Server:
@@ -277,9 +299,19 @@ def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
         srv.api_key = srv.new_key("default")
         return srv
 
-    yield start
-    for srv in running:
-        srv.stop()
+    try:
+        yield start
+    finally:
+        for srv in running:
+            srv.stop()
+        backends.drop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
+    """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
+    with servers_on(backends, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

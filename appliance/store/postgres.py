@@ -70,7 +70,10 @@ LOCK_TIMEOUT = 30.0
 BULK_TIMEOUT = 3600.0
 # A node that stops talking mid-transaction (frozen, partitioned) loses its locks after this.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-POOL_MIN, POOL_MAX = 1, 10
+# No floor: connections are made on demand (and kept while in use, closed after 5 idle
+# minutes). With a floor, asyncpg reconnects in the background during an outage, logging a
+# traceback each time, and every node does so against a database that is coming back.
+POOL_MIN, POOL_MAX = 0, 10
 EVENT_CHANNEL = "pictor_events"
 RESET = "reset"  # events were pruned past a cursor: forget every cached record
 # wait_for_events returns after at most this long even without a notification: the caller
@@ -524,9 +527,12 @@ class PostgresImageStore:
             total = "SELECT live_images FROM tenant_stats WHERE tenant_id = $1"
         # One statement, so one snapshot (the total agrees with the page) and one round trip:
         # the page's rows, each with the total, or a lone row with the total and no image.
+        # The page is found by seq first, then its rows are read: skipping to a deep page
+        # then walks the index only (index-only scan), not a heap row per skipped image.
         rows = await self.db.fetch(
-            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE {clause} "
-            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)}) "
+            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE seq IN ("
+            f"SELECT seq FROM images WHERE {clause} "
+            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)})) "
             f"SELECT coalesce(({total}), 0) AS total, page.* "
             "FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY page.seq DESC",
             *args,

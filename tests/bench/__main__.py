@@ -3,8 +3,8 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
-                       scaleout,pg_library,ops
+  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,variants,uploads,
+                       library,startup,pg_library,ops,scaleout
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
   BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
   BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
@@ -35,6 +35,7 @@ from tests.bench import (
     startup,
     thumbnails,
     uploads,
+    variants,
 )
 from tests.bench.common import (
     CLIENT_CORE,
@@ -59,12 +60,13 @@ def _sections() -> dict[str, Section]:
     return {
         "proxy": proxy.run,
         "thumbnails": thumbnails.run,
+        "variants": variants.run,
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
-        "scaleout": scaleout.run,
         "ops": ops.run,
+        "scaleout": scaleout.run,
     }
 
 
