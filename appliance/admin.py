@@ -1,6 +1,8 @@
 """Data tools for admins: `verify` re-hashes every blob, `backup` copies a consistent library.
 
-Both work on a data directory that a running appliance is serving.
+Both work on a library that a running appliance is serving. `verify` works on every backend;
+`backup` copies the embedded default (SQLite and the blob directory), and `migrate` moves a
+library between backends.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.blobs import BlobStore, fsync_dir
-from appliance.db import Database
-from appliance.store import (
-    ImageStore,
+from appliance.backends import DB_NAME, open_blobs, open_metadata
+from appliance.blobs import BlobNotFound, BlobStore
+from appliance.blobs.local import LocalBlobStore, fsync_dir
+from appliance.config import Settings
+from appliance.store.sqlite import (
     snapshot_delete_by_digest,
     snapshot_live_count,
     snapshot_live_digests,
 )
-
-DB_NAME = "pictor.db"
 
 
 @dataclass
@@ -38,30 +39,32 @@ class VerifyReport:
         return not self.missing and not self.corrupt and self.integrity == "ok"
 
 
-def _sha256_of(path: Path) -> str | None:
+async def _sha256_of(blobs: BlobStore, sha256: str) -> str | None:
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except FileNotFoundError:
+        reader = await blobs.open(sha256)
+    except BlobNotFound:
         return None
+    try:
+        while chunk := await reader.read(1 << 20):
+            digest.update(chunk)
+    finally:
+        await reader.close()
     return digest.hexdigest()
 
 
-async def verify(data_dir: Path) -> VerifyReport:
-    """Every live image's blob exists and hashes to its recorded digest; SQLite is sound."""
-    db = await Database.open(data_dir / DB_NAME)
+async def verify(settings: Settings) -> VerifyReport:
+    """Every live image's blob exists and hashes to its recorded digest; the database is
+    sound."""
+    metadata = await open_metadata(settings)
+    blobs = open_blobs(settings)
     try:
-        report = VerifyReport(integrity=await db.integrity_check())
-        blobs = BlobStore(data_dir)
+        report = VerifyReport(integrity=await metadata.check())
         checked: dict[str, str | None] = {}
-        for image in await ImageStore(db).live_images():
+        for image in await metadata.images.live_images():
             report.images += 1
             if image.sha256 not in checked:
-                checked[image.sha256] = await asyncio.to_thread(
-                    _sha256_of, blobs.path(image.sha256)
-                )
+                checked[image.sha256] = await _sha256_of(blobs, image.sha256)
             actual = checked[image.sha256]
             label = f"{image.id} ({image.sha256})"
             if actual is None:
@@ -71,7 +74,8 @@ async def verify(data_dir: Path) -> VerifyReport:
         report.blobs = len(checked)
         return report
     finally:
-        await db.close()
+        await metadata.close()
+        await blobs.close()
 
 
 @dataclass
@@ -93,7 +97,7 @@ def _backup(data_dir: Path, dest: Path) -> BackupReport:
             source.backup(target)
     finally:
         source.close()
-    src_blobs, dst_blobs = BlobStore(data_dir), BlobStore(dest)
+    src_blobs, dst_blobs = LocalBlobStore(data_dir), LocalBlobStore(dest)
     try:
         digests = snapshot_live_digests(target)
         vanished: list[str] = []

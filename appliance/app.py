@@ -14,9 +14,8 @@ from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from appliance import imaging, uploads
-from appliance.blobs import BlobStore
+from appliance.backends import open_blobs, open_metadata
 from appliance.config import Settings, static_dir
-from appliance.db import Database
 from appliance.fastpath import FastPublicRouter
 from appliance.handlers.api import (
     ApiNotFoundHandler,
@@ -29,7 +28,7 @@ from appliance.handlers.base import NotFoundHandler, Services
 from appliance.handlers.gallery import GalleryHandler, StaticHandler
 from appliance.handlers.public import PublicImageHandler, RepresentationCache
 from appliance.library import Library
-from appliance.store import ImageStore, KeyStore
+from appliance.store import KeyStore, Metadata
 
 log = logging.getLogger("pictor")
 
@@ -75,34 +74,57 @@ class Appliance:
     """The running service: what `serve` starts and tests drive."""
 
     settings: Settings
-    db: Database
-    keys: KeyStore
+    metadata: Metadata
     library: Library
     server: HTTPServer
     port: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> KeyStore:
+        return self.metadata.keys
 
     async def stop(self) -> None:
-        """Stop listening, let requests in flight finish (briefly), close the database."""
+        """Stop listening, let requests in flight finish (briefly), close the backends."""
         self.server.stop()
         try:
             await asyncio.wait_for(self.server.close_all_connections(), timeout=10)
         except TimeoutError:
             log.warning("requests still running after 10 s were aborted")
-        await self.db.close()
-        for pool in self.pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        await _close(self.metadata, self.library, self.pools, self.tasks)
 
 
-async def open_services(
-    settings: Settings,
-) -> tuple[Database, KeyStore, Library, list[ThreadPoolExecutor]]:
-    blobs = BlobStore(settings.data_dir)  # creates the directories: fails before the database
-    db = await Database.open(settings.data_dir / "pictor.db")
+async def _close(
+    metadata: Metadata,
+    library: Library,
+    pools: list[ThreadPoolExecutor],
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await metadata.close()
+    await library.blobs.close()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def open_services(settings: Settings) -> tuple[Metadata, Library, list[ThreadPoolExecutor]]:
     io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pictor-io")
     imaging_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pictor-imaging")
-    library = Library(ImageStore(db), blobs, io_pool=io_pool, imaging_pool=imaging_pool)
-    return db, KeyStore(db), library, [io_pool, imaging_pool]
+    pools = [io_pool, imaging_pool]
+    try:
+        # The blob store first: a data directory that cannot be made fails before the
+        # database is opened.
+        blobs = open_blobs(settings, io_pool)
+        metadata = await open_metadata(settings)
+    except BaseException:
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    library = Library(metadata.images, blobs, io_pool=io_pool, imaging_pool=imaging_pool)
+    return metadata, library, pools
 
 
 async def start_appliance(
@@ -115,15 +137,17 @@ async def start_appliance(
     """Open the data directory, sweep a crash's leftovers, and listen. (`fast_path=False`
     lets the tests hold the plain handler to the same answers as the fast lane.)"""
     vips = imaging.init_pyvips()
-    db, keys, library, pools = await open_services(settings)
+    metadata, library, pools = await open_services(settings)
+    tasks: list[asyncio.Task[None]] = []
     try:
         temps, orphans = await library.sweep()
-        first_key = None
-        if await keys.tenant_count() == 0:
-            first_key = (await keys.create_key("default")).key
+        created = await metadata.keys.create_first_key("default")
+        first_key = None if created is None else created.key
         cache = RepresentationCache()
         library.on_delete.append(cache.forget)
-        app = make_app(Services(settings=settings, library=library, keys=keys), cache)
+        library.on_reset.append(cache.clear)
+        tasks.append(asyncio.create_task(library.follow_events()))
+        app = make_app(Services(settings=settings, library=library, keys=metadata.keys), cache)
         server = HTTPServer(
             FastPublicRouter(app, library, cache) if fast_path else app,
             max_body_size=uploads.MAX_BODY_BYTES + 1024 * 1024,  # our own 413 answers first
@@ -135,13 +159,11 @@ async def start_appliance(
     except BaseException:
         # A half-started appliance must not linger (aiosqlite's thread would keep the
         # process alive): close what was opened, then fail.
-        await db.close()
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+        await _close(metadata, library, pools, tasks)
         raise
     port = sockets[0].getsockname()[1]
     log.info("%s; swept %d temp file(s) and %d unused blob(s)", vips, temps, orphans)
-    appliance = Appliance(settings, db, keys, library, server, port, pools)
+    appliance = Appliance(settings, metadata, library, server, port, pools, tasks)
     if announce:
         _announce(settings, port, first_key)
     return appliance

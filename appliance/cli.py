@@ -15,6 +15,8 @@ from appliance import __version__
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
 from appliance.errors import ImagingUnavailable
 
+DB_NAME = "pictor.db"  # the embedded database's file in the data directory
+
 
 def _parser() -> argparse.ArgumentParser:
     env = env_defaults()
@@ -33,15 +35,18 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{setting.help} (env {setting.env}; default: {setting.default})",
         )
 
-    data_dir = next(s for s in SETTINGS if s.name == "data_dir")
+    # The other commands reach the same library: they take its location settings too.
+    location = ("data_dir", "database", "blob_store", "s3_endpoint")
+    storage = [s for s in SETTINGS if s.name in location]
 
     def add_data_dir(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            data_dir.flag,
-            dest="data_dir",
-            default=env["data_dir"],
-            help=f"{data_dir.help} (env {data_dir.env})",
-        )
+        for setting in storage:
+            sub.add_argument(
+                setting.flag,
+                dest=setting.name,
+                default=env[setting.name],
+                help=f"{setting.help} (env {setting.env})",
+            )
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -83,17 +88,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
-        db_path = settings.data_dir / "pictor.db"
-        if args.command in ("verify", "backup"):
-            if not db_path.exists():
-                print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
-                return 1
-            return asyncio.run(_admin(args, settings.data_dir))
-        if args.keys_command != "create" and not db_path.exists():
+        embedded = settings.database == "sqlite"
+        db_path = settings.data_dir / DB_NAME
+        creates = args.command == "keys" and args.keys_command == "create"
+        if embedded and not creates and not db_path.exists():
             print(f"pictor: no database in {settings.data_dir}", file=sys.stderr)
             return 1
+        if args.command == "backup" and (not embedded or settings.blob_store != "file"):
+            print(
+                "pictor: backup copies the embedded library (SQLite and the blob directory); "
+                "use your database's and object store's own backups, or `migrate`",
+                file=sys.stderr,
+            )
+            return 2
+        if args.command in ("verify", "backup"):
+            return asyncio.run(_admin(args, settings))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_keys(args, db_path))
+        return asyncio.run(_keys(args, settings))
     except ImagingUnavailable as exc:
         print(f"pictor: refusing to start: {exc}", file=sys.stderr)
         return 3
@@ -132,11 +143,11 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
+async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from appliance import admin
 
     if args.command == "verify":
-        report = await admin.verify(data_dir)
+        report = await admin.verify(settings)
         for label in report.missing:
             print(f"MISSING  {label}")
         for label in report.corrupt:
@@ -147,7 +158,7 @@ async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
             f"database integrity: {report.integrity}"
         )
         return 0 if report.ok else 1
-    result = await admin.backup(data_dir, args.dest)
+    result = await admin.backup(settings.data_dir, args.dest)
     print(
         f"backed up {result.images} image(s) in {result.blobs} blob(s) to {args.dest}"
         + (f"; {result.vanished} deleted meanwhile" if result.vanished else "")
@@ -155,13 +166,12 @@ async def _admin(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-async def _keys(args: argparse.Namespace, db_path: Path) -> int:
-    from appliance.db import Database
-    from appliance.store import KeyStore
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.backends import open_metadata
 
-    db = await Database.open(db_path)
+    metadata = await open_metadata(settings)
     try:
-        keys = KeyStore(db)
+        keys = metadata.keys
         if args.keys_command == "create":
             created = await keys.create_key(args.tenant)
             print(
@@ -184,4 +194,4 @@ async def _keys(args: argparse.Namespace, db_path: Path) -> int:
             print(f"Revoked key {args.key_id}.")
         return 0
     finally:
-        await db.close()
+        await metadata.close()

@@ -45,6 +45,35 @@ def _public_url(value: str) -> str:
     return value
 
 
+def _database(value: str) -> str:
+    value = value.strip()
+    if value == "sqlite" or urlsplit(value).scheme in ("postgresql", "postgres"):
+        return value
+    raise ValueError(f"must be sqlite or a postgresql:// URL, not {_redact(value)!r}")
+
+
+def _blob_store(value: str) -> str:
+    value = value.strip()
+    if value == "file":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme == "s3" and parts.netloc and not parts.query and not parts.fragment:
+        return value.rstrip("/")
+    raise ValueError(f"must be file or s3://BUCKET[/PREFIX], not {value!r}")
+
+
+def _redact(url: str) -> str:
+    """A URL fit for messages and logs: any password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+redact = _redact
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "address to listen on"),
     Setting("port", "8080", "TCP port to listen on (0 picks a free one)", _port),
@@ -56,6 +85,25 @@ SETTINGS: tuple[Setting, ...] = (
         "default: taken from each request's scheme and Host",
         _public_url,
     ),
+    Setting(
+        "database",
+        "sqlite",
+        "metadata backend: sqlite (DATA_DIR/pictor.db) or postgresql://USER:PASS@HOST:PORT/DB",
+        _database,
+    ),
+    Setting(
+        "blob_store",
+        "file",
+        "image bytes: file (DATA_DIR/blobs) or s3://BUCKET[/PREFIX] (credentials from "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; AWS_REGION, default us-east-1)",
+        _blob_store,
+    ),
+    Setting(
+        "s3_endpoint",
+        None,
+        "S3-compatible endpoint URL, e.g. http://127.0.0.1:8333 (path-style addressing); "
+        "default: AWS",
+    ),
 )
 
 
@@ -65,6 +113,9 @@ class Settings:
     port: int = 8080
     data_dir: Path = Path("./data")
     public_url: str | None = None
+    database: str = "sqlite"
+    blob_store: str = "file"
+    s3_endpoint: str | None = None
 
 
 class ConfigError(ValueError):

@@ -89,6 +89,22 @@ def storage_error(exc: Exception) -> ApiError:
     return ApiError("The upload could not be stored; the error was logged.")
 
 
+class StorageUnavailable(ApiError):
+    """The database or the blob store cannot be reached (or did not answer in time): the
+    request may succeed later, on this node or another."""
+
+    status = 503
+    code = "storage_unavailable"
+    RETRY_AFTER = 5
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(
+            message or "The image storage is unreachable right now; try again shortly.",
+            code=code,
+            headers={"Retry-After": str(self.RETRY_AFTER)},
+        )
+
+
 class TooManyRequests(ApiError):
     status = 429
     code = "too_many_requests"

@@ -1,7 +1,9 @@
 """The image library: what an upload, a delete or a thumbnail request does, step by step.
 
-It ties the metadata store, the blob files and the imaging code together and keeps their
-order right: blob durable before its row, row gone before its blob, one blob per content.
+It ties the metadata store, the blob store and the imaging code together and keeps the order
+of durable steps, whichever backends it holds: blob durable before its row, row tombstoned
+before its blob is removed, and both under the digest's lock (`ImageStore.locked`), which
+every process on the database shares, so dedup and blob removal stay right across nodes.
 """
 
 from __future__ import annotations
@@ -9,23 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from appliance import imaging, validation
-from appliance.blobs import BlobStore, TempBlob
+from appliance.blobs import BlobNotFound, BlobReader, BlobStore, TempBlob
 from appliance.errors import (
     ApiError,
     BadRequest,
     NotFound,
+    StorageUnavailable,
     UnsupportedMediaType,
     storage_error,
 )
 from appliance.store import ImageRecord, ImageStore, NewImage
+from appliance.store.interface import IMAGE_DELETED
 
 log = logging.getLogger("pictor.library")
 T = TypeVar("T")
@@ -55,15 +59,14 @@ class Library:
         self.blobs = blobs
         self._io = io_pool
         self._imaging = imaging_pool
-        # Striped locks: a blob's publication with its row, and a row's deletion with its
-        # blob's removal, never interleave for the same digest.
-        self._blob_locks = [asyncio.Lock() for _ in range(64)]
-        self._thumbnails_in_flight: dict[str, asyncio.Future[Path]] = {}
+        self._renders_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
         # Public lookups by id: records never change but for their tombstone, so they are
-        # cached (bounded, LRU) and updated by delete. Unknown ids are not cached.
+        # cached (bounded, LRU) and updated by delete, here or (by event) on another node.
+        # Unknown ids are not cached.
         self._public: OrderedDict[str, ImageRecord] = OrderedDict()
         self._public_max = cache_size
         self.on_delete: list[Callable[[str], None]] = []  # e.g. the proxy's body cache
+        self.on_reset: list[Callable[[], None]] = []
 
     async def run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -71,32 +74,36 @@ class Library:
     async def run_imaging(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
 
-    def _lock(self, sha256: str) -> asyncio.Lock:
-        return self._blob_locks[int(sha256[:8], 16) % len(self._blob_locks)]
-
     # -- start-up -----------------------------------------------------------------------
 
-    async def sweep(self) -> tuple[int, int]:
-        """Remove unfinished uploads and blobs no live image uses (a crash's leftovers), with
-        their thumbnails, and thumbnails left without a blob (rendered while it was deleted)."""
-        temps = await self.run_io(self.blobs.sweep_temp)
+    async def sweep(self, grace_seconds: float = 0.0) -> tuple[int, int]:
+        """Remove unfinished uploads of this node, and objects no live image uses (a
+        crash's leftovers, thumbnails rendered while their image was deleted) that are older
+        than the grace period. Each original is removed under its digest's lock, after a
+        liveness check, so a sweep never races an upload of the same bytes on any node."""
+        temps = await self.blobs.sweep_scratch()
         await self._drop_stale_thumbnails()
         live = await self.images.live_digests()
-        on_disk = await self.run_io(self.blobs.all_digests)
-        derived = await self.run_io(self.blobs.derived_digests)
-        orphans = on_disk - live
-        for sha in orphans | (derived - live):
-            await self.run_io(self.blobs.delete, sha)
-        for sha in live - on_disk:
+        stored = await self.blobs.list_blobs()
+        cutoff = time.time() - grace_seconds
+        originals = {b.sha256 for b in stored if b.variant is None}
+        unused = {b.sha256 for b in stored if b.sha256 not in live and b.modified <= cutoff}
+        removed = 0
+        for sha in unused:
+            async with self.images.locked(sha) as tx:
+                if not await tx.in_use():
+                    await self.blobs.delete(sha)
+                    removed += sha in originals
+        for sha in live - originals:
             log.error("blob %s is missing: its images cannot be served (run `verify`)", sha)
-        return temps, len(orphans)
+        return temps, removed
 
     async def _drop_stale_thumbnails(self) -> None:
         """Thumbnails made by code of another thumbnail version are removed (and remade on
         demand), so that no old bytes are served under a new ETag after an upgrade."""
         if await self.images.state("thumbnail_version") == imaging.THUMBNAIL_VERSION:
             return
-        dropped = await self.run_io(self.blobs.drop_derived)
+        dropped = await self.blobs.drop_derived()
         if dropped:
             log.info("removed %d thumbnail(s) of another version", dropped)
         await self.images.set_state("thumbnail_version", imaging.THUMBNAIL_VERSION)
@@ -135,45 +142,75 @@ class Library:
                 height=info.height,
                 sha256=sha,
             )
-            async with self._lock(sha):
-                try:
-                    await self.run_io(self.blobs.commit, temp)
-                    record = await self.images.insert(new)
-                except (OSError, sqlite3.Error) as exc:
-                    raise storage_error(exc) from exc
-                # Under the lock, so that a delete of this content cannot slip in between
-                # and leave a thumbnail without its blob.
-                await self._keep_thumbnail(sha, thumb)
-        except BaseException:
-            await self.run_io(temp.discard)
-            raise
+            try:
+                async with self.images.locked(sha) as tx:
+                    is_new = not await self.blobs.exists(sha)
+                    if is_new:
+                        await self.blobs.put(temp)
+                    record = await tx.insert(new)
+                    # Under the lock, so that a delete of this content cannot slip in
+                    # between and leave a thumbnail without its blob.
+                    if is_new:
+                        await self._keep_thumbnail(sha, thumb)
+            except (OSError, sqlite3.Error) as exc:
+                raise storage_error(exc) from exc
+        finally:
+            await self.run_io(temp.discard)  # published by now, or refused
         return record
 
     async def _keep_thumbnail(self, sha: str, thumb: bytes) -> None:
         """The thumbnail was made anyway (it proved the file decodes); keeping it makes the
         gallery's first view instant. Losing it costs only a remake on first request."""
         try:
-            if not await self.run_io(self.blobs.derived_path(sha, THUMBNAIL).is_file):
-                await self.run_io(self.blobs.put_derived, sha, THUMBNAIL, thumb)
-        except OSError:
+            await self.blobs.put_derived(sha, THUMBNAIL, thumb)
+        except (OSError, StorageUnavailable):
             log.exception("could not keep the thumbnail of %s", sha)
 
     # -- delete -------------------------------------------------------------------------
 
     async def delete(self, tenant_id: int, image_id: str) -> None:
-        record = await self.images.get(tenant_id, image_id)
-        if record is None:
+        """Tombstone first (from then on every node answers 410), then remove the blob if no
+        live image uses it any more. A crash in between leaves an unused blob: swept."""
+        deleted = await self.images.delete(tenant_id, image_id)
+        if deleted is None:
             raise NotFound("No image with this id.", code="image_not_found")
-        async with self._lock(record.sha256):
-            result = await self.images.delete(tenant_id, image_id)
-            if result is None:
-                raise NotFound("No image with this id.", code="image_not_found")
-            deleted, blob_unused = result
-            self._remember(deleted)
-            for forget in self.on_delete:
-                forget(deleted.id)
-            if blob_unused:
-                await self.run_io(self.blobs.delete, deleted.sha256)
+        self._forget(deleted.id)
+        self._remember(deleted)
+        async with self.images.locked(deleted.sha256) as tx:
+            if not await tx.in_use():
+                await self.blobs.delete(deleted.sha256)
+
+    # -- what other nodes did ------------------------------------------------------------
+
+    async def follow_events(self) -> None:
+        """Forget what other processes deleted, for as long as the service runs. Missed
+        events (a lost connection) are read back by cursor; if they were pruned, every
+        cached record is dropped."""
+        cursor: int | None = None
+        while True:
+            try:
+                if cursor is None:
+                    _, cursor = await self.images.events_since(None)
+                await self.images.wait_for_events(1.0)
+                events, cursor = await self.images.events_since(cursor)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: retry, caches stay as they are
+                log.warning("could not read events; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for event in events:
+                if event.kind == IMAGE_DELETED:
+                    self._forget(event.subject)
+                elif event.kind == "reset":
+                    self._public.clear()
+                    for reset in self.on_reset:
+                        reset()
+
+    def _forget(self, image_id: str) -> None:
+        self._public.pop(image_id, None)
+        for forget in self.on_delete:
+            forget(image_id)
 
     # -- public lookups -----------------------------------------------------------------
 
@@ -197,35 +234,42 @@ class Library:
                 self._remember(record)
         return record
 
-    async def thumbnail_path(self, record: ImageRecord) -> Path:
-        """The thumbnail file, made now if it is missing; concurrent first requests for the
-        same content share one rendering."""
-        path = self.blobs.derived_path(record.sha256, THUMBNAIL)
-        if path.is_file():
-            return path
-        pending = self._thumbnails_in_flight.get(record.sha256)
+    async def open_representation(self, record: ImageRecord, variant: str | None) -> BlobReader:
+        """The stored bytes of an original or a derived file; a missing thumbnail is made
+        now, and concurrent first requests for it share one rendering. Raises BlobNotFound
+        when the original is gone (deleted meanwhile: the caller answers 410)."""
+        try:
+            return await self.blobs.open(record.sha256, variant)
+        except BlobNotFound:
+            if variant is None:
+                raise
+        await self._render_once(record, variant)
+        return await self.blobs.open(record.sha256, variant)
+
+    async def _render_once(self, record: ImageRecord, variant: str) -> None:
+        key = (record.sha256, variant)
+        pending = self._renders_in_flight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-        self._thumbnails_in_flight[record.sha256] = future
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._renders_in_flight[key] = future
         try:
-            path = await self._render_thumbnail(record)
-            future.set_result(path)
-            return path
+            await self._render(record, variant)
+            future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning without waiters
             raise
         finally:
-            del self._thumbnails_in_flight[record.sha256]
+            del self._renders_in_flight[key]
 
-    async def _render_thumbnail(self, record: ImageRecord) -> Path:
-        source = self.blobs.path(record.sha256)
-        if not await self.run_io(source.is_file):
-            raise FileNotFoundError(source)  # deleted meanwhile: the caller answers 410
-        try:
-            info = await self.run_imaging(imaging.probe, str(source), record.mime_type)
-            data = await self.run_imaging(imaging.thumbnail, str(source), info)
-        except imaging.ImageRejected as exc:  # the stored original was accepted once
-            raise ApiError(f"The thumbnail could not be made: {exc.message}") from exc
-        return await self.run_io(self.blobs.put_derived, record.sha256, THUMBNAIL, data)
+    async def _render(self, record: ImageRecord, variant: str) -> None:
+        if variant != THUMBNAIL:
+            raise ValueError(f"unknown variant {variant!r}")
+        async with self.blobs.source_file(record.sha256) as source:
+            try:
+                info = await self.run_imaging(imaging.probe, source, record.mime_type)
+                data = await self.run_imaging(imaging.thumbnail, source, info)
+            except imaging.ImageRejected as exc:  # the stored original was accepted once
+                raise ApiError(f"The thumbnail could not be made: {exc.message}") from exc
+        await self.blobs.put_derived(record.sha256, variant, data)

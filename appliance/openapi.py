@@ -146,6 +146,12 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": MAX_SEARCH, "pattern": _TEXT},
                         },
                         {
+                            "name": "sha256",
+                            "in": "query",
+                            "description": "Only images with exactly these bytes (duplicates).",
+                            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                        },
+                        {
                             "name": "page",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},

@@ -77,3 +77,16 @@ def positive_int(name: str, raw: str | None, default: int, maximum: int) -> int:
             code="invalid_parameter",
         )
     return int(raw)
+
+
+def sha256(value: str | None) -> str | None:
+    """A `sha256=` filter: 64 hex digits (either case; compared in lower case)."""
+    if value is None:
+        return None
+    lowered = value.lower()
+    if len(lowered) != 64 or any(c not in "0123456789abcdef" for c in lowered):
+        raise BadRequest(
+            "sha256 must be the 64 hexadecimal digits of a SHA-256 digest.",
+            code="invalid_parameter",
+        )
+    return lowered

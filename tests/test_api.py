@@ -518,6 +518,27 @@ def test_search_combines_with_folder_and_paging(server: Server) -> None:
     assert list_images(server, "search=")["total"] == 6
 
 
+def test_sha256_filter_lists_this_tenants_live_copies_of_the_bytes(server: Server) -> None:
+    data = images.png(21, 13)
+    sha = hashlib.sha256(data).hexdigest()
+    first = uploaded(server, data, "a.png", folder="brand")
+    second = uploaded(server, data, "b.png")
+    gone = uploaded(server, data, "c.png")
+    uploaded(server, images.png(22, 13), "other.png")
+    uploaded(server, data, "theirs.png", key=server.new_key("other"))
+    assert server.request("DELETE", f"/v3/images/{gone['id']}").status == 204
+    for query in (f"sha256={sha}", f"sha256={sha.upper()}"):
+        body = list_images(server, query)
+        assert [i["id"] for i in body["images"]] == [second["id"], first["id"]]
+        assert (body["total"], body["page"], body["page_size"]) == (2, 1, 25)
+    body = list_images(server, f"sha256={sha}&folder=brand")
+    assert ([i["id"] for i in body["images"]], body["total"]) == ([first["id"]], 1)
+    missing = hashlib.sha256(b"never uploaded").hexdigest()
+    assert list_images(server, f"sha256={missing}")["images"] == []
+    for bad in ("abc", sha[:-1] + "g", sha + "0", ""):
+        assert_error(server.request("GET", f"/v3/images?sha256={bad}"), 400, "invalid_parameter")
+
+
 def test_search_follows_patch_and_delete(server: Server) -> None:
     image = uploaded(server, images.png(), "cat.png", alt_text="sleepy tabby")
     assert list_images(server, "search=tabby")["total"] == 1

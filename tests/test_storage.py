@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.migrations import MIGRATIONS
+from appliance.store.sqlite_migrations import MIGRATIONS
 from tests import images
 from tests.api_helpers import (
     TIMESTAMP_RE,
@@ -26,6 +26,7 @@ from tests.api_helpers import (
     serving,
     tmp_files,
     uploaded,
+    wait_until,
 )
 from tests.conftest import Server
 
@@ -240,3 +241,35 @@ def test_kill_9_during_uploads_never_lists_an_unservable_image(tmp_path: Path) -
                 assert image["sha256"] == acknowledged[image["id"]]
         assert tmp_files(data_dir) == []
         assert {p.name for p in blob_files(data_dir)} == {i["sha256"] for i in everything}
+
+
+def test_two_servers_on_one_library_keep_each_others_promises(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """Two appliances over one data directory share nothing in memory: an upload on one is
+    served by the other, a delete on one is 410 on the other within a second (even for an
+    image the other held in its caches), a revoked key fails on the other at once, and the
+    first key was created once."""
+    library = tmp_path / "library"
+    a = server_factory(library)
+    b = server_factory(library)
+    data = images.png(30, 20)
+    image = uploaded(a, data, "shared.png")
+    path = f"/i/{image['id']}"
+    for _ in range(3):  # the second answer comes from b's memory (its fast lane)
+        resp = b.request("GET", path)
+        assert (resp.status, resp.body) == (200, data)
+    assert a.request("DELETE", f"/v3/images/{image['id']}").status == 204
+    assert wait_until(lambda: b.request("GET", path).status == 410, timeout=1.0)
+    assert b.request("GET", path + "?variant=thumbnail").status == 410
+    # Dedup across the two: the same bytes uploaded through b after the delete on a serve.
+    again = uploaded(b, data, "again.png")
+    assert a.request("GET", f"/i/{again['id']}").body == data
+
+    key = a.new_key("team")
+    assert b.request("GET", "/v3/images", key=key).status == 200
+    key_id = key.split("_")[1]
+    assert a.call(a.app.keys.revoke(key_id)) is True
+    assert b.request("GET", "/v3/images", key=key).status == 401
+    tenants = db_query(library, "SELECT name FROM tenants ORDER BY id")
+    assert tenants == [("default",), ("team",)]

@@ -171,8 +171,14 @@ class ImagesHandler(ApiHandler):
         )
         folder = self.query("folder") or None
         search = validation.search(self.query("search"))
+        sha256 = validation.sha256(self.query("sha256"))
         result = await self.services.library.images.list_page(
-            self.tenant.id, folder=folder, search=search, page=page, page_size=page_size
+            self.tenant.id,
+            folder=folder,
+            search=search,
+            sha256=sha256,
+            page=page,
+            page_size=page_size,
         )
         self.write_json(
             {

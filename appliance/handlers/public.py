@@ -8,17 +8,15 @@ newsletter burst for one image touches neither SQLite nor the disk.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO
 
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import StreamClosedError
 
 from appliance import conditional
+from appliance.blobs import BlobNotFound, BlobReader
 from appliance.errors import ApiError, BadRequest, Gone, NotFound
 from appliance.handlers.base import BaseHandler, Services
 from appliance.imaging import THUMBNAIL_VERSION
@@ -48,9 +46,11 @@ class RangeNotSatisfiable(ApiError):
 
 @dataclass(frozen=True)
 class Representation:
-    """One servable file with its validators; `body` is set when it is small enough to keep."""
+    """One servable object with its validators; `body` is set when it is small enough to
+    keep in memory."""
 
-    path: str
+    sha256: str
+    variant: str | None
     size: int
     mime_type: str
     etag: str
@@ -96,6 +96,10 @@ class RepresentationCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= len(old.body or b"")
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
 
     def forget(self, image_id: str) -> None:
         for variant in VARIANTS:
@@ -167,17 +171,6 @@ def representation_headers(rep: Representation, plan: Plan) -> list[tuple[str, s
     return headers
 
 
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _open_at(path: str, offset: int) -> BinaryIO:
-    f = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    f.seek(offset)
-    return f
-
-
 class PublicImageHandler(BaseHandler):
     cache: RepresentationCache
 
@@ -204,10 +197,17 @@ class PublicImageHandler(BaseHandler):
             raise NotFound("No image with this id.", code="image_not_found")
         if record.deleted_at is not None:
             raise Gone("This image was deleted.", code="image_deleted")
-        rep = self.cache.get((image_id, variant)) or await self._load(record, variant)
-        byte_range = self._send(rep, include_body)
-        if not self._finished:
-            await self._stream(record, rep, byte_range)
+        rep = self.cache.get((image_id, variant))
+        reader = None
+        if rep is None:
+            rep, reader = await self._load(record, variant)
+        try:
+            byte_range = self._send(rep, include_body)
+            if not self._finished:
+                await self._stream(record, rep, byte_range, reader)
+        finally:
+            if reader is not None:
+                await reader.close()
 
     def _variant(self) -> str | None:
         values = self.request.query_arguments.get("variant")
@@ -221,24 +221,31 @@ class PublicImageHandler(BaseHandler):
             )
         return value
 
-    async def _load(self, record: ImageRecord, variant: str | None) -> Representation:
+    async def _load(
+        self, record: ImageRecord, variant: str | None
+    ) -> tuple[Representation, BlobReader | None]:
+        """The representation, kept in the cache; with the open reader when its body is too
+        large to keep (the caller streams from it and closes it)."""
         try:
-            if variant == THUMBNAIL:
-                path = str(await self.library.thumbnail_path(record))
-                etag = f'"{record.sha256[:32]}-t{THUMBNAIL_VERSION}"'
-            else:
-                path = str(self.library.blobs.path(record.sha256))
-                etag = f'"{record.sha256}"'
-            size = (await self.library.run_io(os.stat, path)).st_size
-            body = (
-                await self.library.run_io(_read_all, path) if size <= self.cache.max_body else None
-            )
-        except FileNotFoundError:
+            reader = await self.library.open_representation(record, variant)
+        except BlobNotFound:
             raise await self._vanished(record) from None
+        try:
+            body = await _read_whole(reader) if reader.size <= self.cache.max_body else None
+        except BaseException:
+            await reader.close()
+            raise
+        if body is not None:
+            await reader.close()
+        if variant == THUMBNAIL:
+            etag = f'"{record.sha256[:32]}-t{THUMBNAIL_VERSION}"'
+        else:
+            etag = f'"{record.sha256}"'
         modified = _created(record)
         rep = Representation(
-            path=path,
-            size=size if body is None else len(body),
+            sha256=record.sha256,
+            variant=variant,
+            size=reader.size if body is None else len(body),
             mime_type=record.mime_type,
             etag=etag,
             last_modified=modified,
@@ -246,7 +253,7 @@ class PublicImageHandler(BaseHandler):
             body=body,
         )
         self.cache.put((record.id, variant), rep)
-        return rep
+        return rep, (None if body is not None else reader)
 
     async def _vanished(self, record: ImageRecord) -> ApiError:
         """The file went away under us: the image was deleted meanwhile (else a bug)."""
@@ -269,28 +276,42 @@ class PublicImageHandler(BaseHandler):
         return plan.byte_range
 
     async def _stream(
-        self, record: ImageRecord, rep: Representation, byte_range: conditional.ByteRange | None
+        self,
+        record: ImageRecord,
+        rep: Representation,
+        byte_range: conditional.ByteRange | None,
+        reader: BlobReader | None,
     ) -> None:
-        """A large body from its open file: a delete meanwhile cannot change what we send."""
+        """A large body from its open object: a delete meanwhile cannot change what we
+        send (content-addressed bytes never change; an open file stays readable)."""
         start = 0 if byte_range is None else byte_range.start
         remaining = rep.size if byte_range is None else byte_range.length
         try:
-            f = await self.library.run_io(_open_at, rep.path, start)
-        except FileNotFoundError:
+            if reader is None or start != 0:
+                if reader is not None:
+                    await reader.close()
+                reader = await self.library.blobs.open(rep.sha256, rep.variant, start)
+        except BlobNotFound:
             # Nothing was flushed yet, so the error answer replaces the headers set so far.
             self.cache.forget(record.id)
             raise await self._vanished(record) from None
         try:
             while remaining > 0:
-                chunk = await self.library.run_io(f.read, min(CHUNK, remaining))
+                chunk = await reader.read(min(CHUNK, remaining))
                 if not chunk:
-                    raise OSError(f"{rep.path} is shorter than recorded")
+                    raise OSError(f"{record.sha256} is shorter than recorded")
                 remaining -= len(chunk)
                 self.write(chunk)
                 await self.flush()  # back-pressure: wait until the client took it
         except StreamClosedError:
             return  # the client hung up; nothing more to do
         finally:
-            with contextlib.suppress(OSError):
-                f.close()
+            await reader.close()
         self.finish()
+
+
+async def _read_whole(reader: BlobReader) -> bytes:
+    parts: list[bytes] = []
+    while chunk := await reader.read(CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)

@@ -26,8 +26,8 @@ from urllib.parse import urlencode
 
 import aiosqlite
 
-from appliance.db import Database
-from appliance.store import ImageStore
+from appliance.store.sqlite import SQLiteImageStore as ImageStore
+from appliance.store.sqlite_db import Database
 from tests.bench.common import Client, Context, Row, fmt_ms, percentile, ratio
 from tests.bench.media import Media
 from tests.bench.servers import Appliance

@@ -1,4 +1,7 @@
-"""SQLite through aiosqlite: WAL, one writer behind a lock, reads on their own connection."""
+"""SQLite through aiosqlite: WAL, one writer behind a lock, reads on their own connections.
+
+The write lock is SQLite's own (`BEGIN IMMEDIATE`), so writes are serialised across every
+process that opens the same file, not only within this one."""
 
 from __future__ import annotations
 
@@ -6,38 +9,15 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from appliance.migrations import MIGRATIONS
+from appliance.store.interface import simple_fold, utcnow
+from appliance.store.sqlite_migrations import MIGRATIONS
 
 Row = sqlite3.Row
-
-
-def utcnow() -> str:
-    """Timestamps are stored and shown as RFC 3339 UTC with second precision."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def simple_fold(value: str) -> str:
-    """Unicode simple case folding, one character to one character, as FTS5's trigram
-    tokenizer folds (the micro sign to mu, capital sharp s to ß; ß itself and ligatures
-    stay). Searches shorter than three characters scan with it (as the SQL function
-    `pictor_fold`), so they match exactly as the indexed longer ones do."""
-    if value.isascii():
-        return value.lower()  # the common case, four times faster
-    return "".join(_fold_char(c) for c in value)
-
-
-def _fold_char(c: str) -> str:
-    folded = c.casefold()
-    if len(folded) == 1:
-        return folded
-    lowered = c.lower()
-    return lowered if len(lowered) == 1 else c
 
 
 def _sql_fold(value: str | None) -> str | None:

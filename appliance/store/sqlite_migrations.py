@@ -1,4 +1,5 @@
-"""Ordered, named schema steps. Each runs once, inside a transaction, and is recorded."""
+"""The SQLite schema as ordered, named steps. Each runs once, inside a transaction, and is
+recorded in the `migrations` table. Append new steps; never edit one that has shipped."""
 
 from __future__ import annotations
 
@@ -137,6 +138,19 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE appliance_state (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0007_events",
+        # What other processes must hear of (an image deleted, a key revoked), so that they
+        # forget what they cached: they read it from here, by sequence number.
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            created_at TEXT NOT NULL
         );
         """,
     ),

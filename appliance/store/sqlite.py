@@ -1,70 +1,52 @@
-"""Every SQL statement of the appliance, behind named methods."""
+"""The SQLite backend: every SQL statement for SQLite, behind the interface's methods.
+
+The default, embedded backend: one database file under the data directory (`sqlite_db.py`
+holds the connections, `sqlite_migrations.py` the schema). SQLite's own write lock
+(`BEGIN IMMEDIATE`) serialises writers across processes, so `locked()` needs no lock of ours.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
 import re
-import secrets
 import sqlite3
-import string
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from appliance.db import Database, Row, simple_fold, utcnow
+import aiosqlite
 
-_ALPHABET = string.ascii_letters + string.digits
+from appliance.store.interface import (
+    IMAGE_DELETED,
+    KEY_REVOKED,
+    LAST_USED_RESOLUTION,
+    MIN_INDEXED_SEARCH,
+    CreatedKey,
+    Event,
+    ImageRecord,
+    KeyRecord,
+    NewImage,
+    Page,
+    Tenant,
+    format_key,
+    hash_secret,
+    new_image_id,
+    new_key_parts,
+    simple_fold,
+    split_key,
+    utcnow,
+)
+from appliance.store.sqlite_db import Database, Row
 
-
-def random_token(length: int) -> str:
-    """Base62 from the OS CSPRNG: 22 characters carry 131 bits."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
-
-
-def new_image_id() -> str:
-    return "img_" + random_token(22)
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    seq: int
-    id: str
-    tenant_id: int
-    filename: str
-    alt_text: str
-    folder: str | None
-    mime_type: str
-    size_bytes: int
-    width: int
-    height: int
-    sha256: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-
-    @classmethod
-    def from_row(cls, row: Row) -> ImageRecord:
-        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118
+RESET = "reset"  # events were pruned past a cursor: forget every cached record
+EVENTS_KEPT = 100_000
 
 
-@dataclass(frozen=True)
-class NewImage:
-    tenant_id: int
-    filename: str
-    alt_text: str
-    folder: str | None
-    mime_type: str
-    size_bytes: int
-    width: int
-    height: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Page:
-    images: list[ImageRecord]
-    total: int
+def _record(row: Row) -> ImageRecord:
+    return ImageRecord.from_mapping(row)
 
 
 _COLUMNS = (
@@ -72,10 +54,6 @@ _COLUMNS = (
     "sha256, created_at, updated_at, deleted_at"
 )
 _I_COLUMNS = ", ".join("i." + c.strip() for c in _COLUMNS.split(","))
-
-# FTS5 trigram answers substrings of three characters or more from its index.
-MIN_INDEXED_SEARCH = 3
-
 
 def _phrase(search: str) -> str:
     """The search as one literal FTS5 phrase: quotes doubled, nothing else special."""
@@ -103,36 +81,73 @@ def _short_search(search: str) -> tuple[str, list[Any]]:
     )
 
 
-class ImageStore:
+async def _insert(conn: aiosqlite.Connection, new: NewImage) -> ImageRecord:
+    now = utcnow()
+    cursor = await conn.execute(
+        f"INSERT INTO images (id, tenant_id, filename, alt_text, folder, mime_type, "
+        f"size_bytes, width, height, sha256, created_at, updated_at) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+        (
+            new_image_id(),
+            new.tenant_id,
+            new.filename,
+            new.alt_text,
+            new.folder,
+            new.mime_type,
+            new.size_bytes,
+            new.width,
+            new.height,
+            new.sha256,
+            now,
+            now,
+        ),
+    )
+    row = await cursor.fetchone()
+    await cursor.close()
+    assert row is not None
+    return _record(row)
+
+
+async def _record_event(conn: aiosqlite.Connection, kind: str, subject: str) -> None:
+    cursor = await conn.execute(
+        "INSERT INTO events (kind, subject, created_at) VALUES (?, ?, ?) RETURNING seq",
+        (kind, subject, utcnow()),
+    )
+    row = await cursor.fetchone()
+    await cursor.close()
+    assert row is not None
+    await conn.execute("DELETE FROM events WHERE seq <= ?", (int(row[0]) - EVENTS_KEPT,))
+
+
+class _DigestTx:
+    def __init__(self, conn: aiosqlite.Connection, sha256: str) -> None:
+        self._conn = conn
+        self._sha256 = sha256
+
+    async def insert(self, new: NewImage) -> ImageRecord:
+        assert new.sha256 == self._sha256
+        return await _insert(self._conn, new)
+
+    async def in_use(self) -> bool:
+        rows = await self._conn.execute_fetchall(
+            "SELECT 1 FROM images WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1",
+            (self._sha256,),
+        )
+        return bool(list(rows))
+
+
+class SQLiteImageStore:
+    # How often another process's events are looked for: SQLite has no notifications.
+    POLL_SECONDS = 0.25
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def insert(self, new: NewImage) -> ImageRecord:
-        now = utcnow()
+    @asynccontextmanager
+    async def locked(self, sha256: str) -> AsyncIterator[_DigestTx]:
+        """SQLite's write lock, held across processes: nothing else writes meanwhile."""
         async with self.db.transaction() as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO images (id, tenant_id, filename, alt_text, folder, mime_type, "
-                f"size_bytes, width, height, sha256, created_at, updated_at) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                (
-                    new_image_id(),
-                    new.tenant_id,
-                    new.filename,
-                    new.alt_text,
-                    new.folder,
-                    new.mime_type,
-                    new.size_bytes,
-                    new.width,
-                    new.height,
-                    new.sha256,
-                    now,
-                    now,
-                ),
-            )
-            row = await cursor.fetchone()
-            await cursor.close()
-        assert row is not None
-        return ImageRecord.from_row(row)
+            yield _DigestTx(conn, sha256)
 
     async def get(self, tenant_id: int, image_id: str) -> ImageRecord | None:
         """A live image of this tenant; other tenants' ids look exactly like unknown ones."""
@@ -140,15 +155,22 @@ class ImageStore:
             f"SELECT {_COLUMNS} FROM images WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
             (image_id, tenant_id),
         )
-        return None if row is None else ImageRecord.from_row(row)
+        return None if row is None else _record(row)
 
     async def get_public(self, image_id: str) -> ImageRecord | None:
         """Any image by id, tombstones included (the proxy answers 410 for those)."""
         row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,))
-        return None if row is None else ImageRecord.from_row(row)
+        return None if row is None else _record(row)
 
     async def list_page(
-        self, tenant_id: int, *, folder: str | None, search: str | None, page: int, page_size: int
+        self,
+        tenant_id: int,
+        *,
+        folder: str | None,
+        search: str | None,
+        page: int,
+        page_size: int,
+        sha256: str | None = None,
     ) -> Page:
         """Newest first (upload order, so ties within a second are ordered too)."""
         source, order = "images i", "i.seq"
@@ -166,35 +188,41 @@ class ImageStore:
         if folder is not None:
             where.append("i.folder = ?")
             params.append(folder)
+        if sha256 is not None:
+            where.append("i.sha256 = ?")
+            params.append(sha256)
         if search and not indexed:
             condition, values = _short_search(search)
             where.append(condition)
             params += values
         clause = " AND ".join(where)
-        total = await self._total(tenant_id, folder, search, indexed, source, clause, params)
+        total = await self._total(
+            tenant_id, folder is not None or sha256 is not None, search, indexed, source, clause,
+            params,
+        )
         rows = await self.db.fetchall(
             f"SELECT {_I_COLUMNS} FROM {source} WHERE {clause} "
             f"ORDER BY {order} DESC LIMIT ? OFFSET ?",
             [*params, page_size, (page - 1) * page_size],
         )
-        return Page([ImageRecord.from_row(r) for r in rows], total)
+        return Page([_record(r) for r in rows], total)
 
     async def _total(
         self,
         tenant_id: int,
-        folder: str | None,
+        filtered: bool,
         search: str | None,
         indexed: bool,
         source: str,
         clause: str,
         params: list[Any],
     ) -> int:
-        if folder is None and not search:
+        if not filtered and not search:
             sql, args = (
                 "SELECT coalesce((SELECT live_images FROM tenant_stats WHERE tenant_id = ?), 0)",
                 [tenant_id],
             )
-        elif indexed and folder is None and await self._owns_every_live_image(tenant_id):
+        elif indexed and not filtered and await self._owns_every_live_image(tenant_id):
             # The index holds live images only; when they are all this tenant's, its own
             # count is the answer, without looking up each match (10 ms, not 80, at 167k).
             sql, args = "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", [params[0]]
@@ -240,10 +268,9 @@ class ImageStore:
             )
             row = await cursor.fetchone()
             await cursor.close()
-        return None if row is None else ImageRecord.from_row(row)
+        return None if row is None else _record(row)
 
-    async def delete(self, tenant_id: int, image_id: str) -> tuple[ImageRecord, bool] | None:
-        """Tombstone the image. Returns it and whether its blob is no longer used by anyone."""
+    async def delete(self, tenant_id: int, image_id: str) -> ImageRecord | None:
         async with self.db.transaction() as conn:
             cursor = await conn.execute(
                 f"UPDATE images SET deleted_at = ? "
@@ -254,18 +281,14 @@ class ImageStore:
             await cursor.close()
             if row is None:
                 return None
-            record = ImageRecord.from_row(row)
-            users = await conn.execute_fetchall(
-                "SELECT 1 FROM images WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1",
-                (record.sha256,),
-            )
-        return record, not list(users)
+            await _record_event(conn, IMAGE_DELETED, image_id)
+        return _record(row)
 
     async def live_images(self) -> list[ImageRecord]:
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM images WHERE deleted_at IS NULL ORDER BY seq"
         )
-        return [ImageRecord.from_row(r) for r in rows]
+        return [_record(r) for r in rows]
 
     async def state(self, name: str) -> str | None:
         row = await self.db.fetchone("SELECT value FROM appliance_state WHERE name = ?", (name,))
@@ -284,83 +307,66 @@ class ImageStore:
         return {str(r[0]) for r in rows}
 
 
-@dataclass(frozen=True)
-class Tenant:
-    id: int
-    name: str
+    async def events_since(self, cursor: int | None) -> tuple[list[Event], int]:
+        if cursor is None:
+            row = await self.db.fetchone("SELECT coalesce(max(seq), 0) FROM events")
+            return [], int(row[0]) if row else 0
+        rows = await self.db.fetchall(
+            "SELECT seq, kind, subject FROM events WHERE seq > ? ORDER BY seq LIMIT 10000",
+            (cursor,),
+        )
+        events = [Event(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+        if events and events[0].seq > cursor + 1:
+            # Pruned past our cursor (or a gap): what was missed is unknown.
+            events.insert(0, Event(cursor + 1, RESET, ""))
+        return events, events[-1].seq if events else cursor
+
+    async def wait_for_events(self, max_seconds: float) -> None:
+        await asyncio.sleep(min(max_seconds, self.POLL_SECONDS))
 
 
-@dataclass(frozen=True)
-class CreatedKey:
-    key_id: str
-    key: str  # shown once, never stored
-    tenant: str
+async def _ensure_tenant(conn: aiosqlite.Connection, name: str) -> Tenant:
+    await conn.execute(
+        "INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+        (name, utcnow()),
+    )
+    rows = list(await conn.execute_fetchall("SELECT id, name FROM tenants WHERE name = ?", (name,)))
+    return Tenant(int(rows[0][0]), str(rows[0][1]))
 
 
-@dataclass(frozen=True)
-class KeyRecord:
-    id: str
-    tenant: str
-    created_at: str
-    last_used_at: str | None
-    revoked_at: str | None
+async def _create_key(conn: aiosqlite.Connection, tenant_name: str) -> CreatedKey:
+    tenant = await _ensure_tenant(conn, tenant_name)
+    key_id, secret = new_key_parts()
+    await conn.execute(
+        "INSERT INTO api_keys (id, tenant_id, secret_sha256, created_at) VALUES (?, ?, ?, ?)",
+        (key_id, tenant.id, hash_secret(secret), utcnow()),
+    )
+    return CreatedKey(key_id=key_id, key=format_key(key_id, secret), tenant=tenant.name)
 
 
-KEY_PREFIX = "pk_"
-_KEY_ID_LEN = 16
-_SECRET_LEN = 43  # 256 bits of base62
-
-
-def _hash_secret(secret: str) -> bytes:
-    # The secret carries 256 random bits, so a plain SHA-256 is not brute-forceable.
-    return hashlib.sha256(secret.encode()).digest()
-
-
-def split_key(key: str) -> tuple[str, str] | None:
-    """`pk_<key id>_<secret>` -> (key id, secret); None when it has not that shape."""
-    if not key.startswith(KEY_PREFIX):
-        return None
-    key_id, sep, secret = key[len(KEY_PREFIX) :].partition("_")
-    if not sep or len(key_id) != _KEY_ID_LEN or len(secret) != _SECRET_LEN:
-        return None
-    if not (key_id.isascii() and key_id.isalnum() and secret.isascii() and secret.isalnum()):
-        return None
-    return key_id, secret
-
-
-class KeyStore:
-    # last_used_at is written at most once a minute per key, not on every request.
-    LAST_USED_RESOLUTION = 60.0
-
+class SQLiteKeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._last_touch: dict[str, float] = {}
 
     async def ensure_tenant(self, name: str) -> Tenant:
         async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                (name, utcnow()),
-            )
-            rows = list(
-                await conn.execute_fetchall("SELECT id, name FROM tenants WHERE name = ?", (name,))
-            )
-        return Tenant(int(rows[0][0]), str(rows[0][1]))
+            return await _ensure_tenant(conn, name)
 
     async def tenant_count(self) -> int:
         row = await self.db.fetchone("SELECT count(*) FROM tenants")
         return int(row[0]) if row else 0
 
     async def create_key(self, tenant_name: str) -> CreatedKey:
-        tenant = await self.ensure_tenant(tenant_name)
-        key_id, secret = random_token(_KEY_ID_LEN), random_token(_SECRET_LEN)
         async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO api_keys (id, tenant_id, secret_sha256, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (key_id, tenant.id, _hash_secret(secret), utcnow()),
-            )
-        return CreatedKey(key_id=key_id, key=f"{KEY_PREFIX}{key_id}_{secret}", tenant=tenant.name)
+            return await _create_key(conn, tenant_name)
+
+    async def create_first_key(self, tenant_name: str) -> CreatedKey | None:
+        async with self.db.transaction() as conn:  # BEGIN IMMEDIATE: one process at a time
+            rows = list(await conn.execute_fetchall("SELECT 1 FROM tenants LIMIT 1"))
+            if rows:
+                return None
+            return await _create_key(conn, tenant_name)
 
     async def list_keys(self) -> list[KeyRecord]:
         rows = await self.db.fetchall(
@@ -377,6 +383,8 @@ class KeyStore:
             )
             changed = cursor.rowcount
             await cursor.close()
+            if changed:
+                await _record_event(conn, KEY_REVOKED, key_id)
         return changed > 0
 
     async def authenticate(self, key: str) -> Tenant | None:
@@ -393,7 +401,7 @@ class KeyStore:
         )
         expected = row[0] if row is not None else b"\0" * 32
         # Compare in constant time, and do the same work whether or not the id exists.
-        if not hmac.compare_digest(_hash_secret(secret), bytes(expected)):
+        if not hmac.compare_digest(hash_secret(secret), bytes(expected)):
             return None
         if row is None or row[1] is not None:
             return None
@@ -403,8 +411,7 @@ class KeyStore:
     async def _touch(self, key_id: str) -> None:
         now = time.monotonic()
         if (
-            now - self._last_touch.get(key_id, -self.LAST_USED_RESOLUTION)
-            < self.LAST_USED_RESOLUTION
+            now - self._last_touch.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION
         ):
             return
         self._last_touch[key_id] = now
@@ -412,6 +419,27 @@ class KeyStore:
             await conn.execute(
                 "UPDATE api_keys SET last_used_at = ? WHERE id = ?", (utcnow(), key_id)
             )
+
+
+class SQLiteMetadata:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.images = SQLiteImageStore(db)
+        self.keys = SQLiteKeyStore(db)
+
+    async def ping(self) -> None:
+        await self.db.fetchone("SELECT 1")
+
+    async def check(self) -> str:
+        return await self.db.integrity_check()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def open_sqlite(path: Path) -> SQLiteMetadata:
+    """Open (creating and migrating) the database file."""
+    return SQLiteMetadata(await Database.open(path))
 
 
 # -- the same statements for a plain sqlite3 connection (the `backup` tool's copy) --------

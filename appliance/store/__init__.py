@@ -1,0 +1,29 @@
+"""Metadata backends: the interface (`interface.py`) and one module per implementation."""
+
+from appliance.store.interface import (
+    CreatedKey,
+    DigestTx,
+    Event,
+    ImageRecord,
+    ImageStore,
+    KeyRecord,
+    KeyStore,
+    Metadata,
+    NewImage,
+    Page,
+    Tenant,
+)
+
+__all__ = [
+    "CreatedKey",
+    "DigestTx",
+    "Event",
+    "ImageRecord",
+    "ImageStore",
+    "KeyRecord",
+    "KeyStore",
+    "Metadata",
+    "NewImage",
+    "Page",
+    "Tenant",
+]
