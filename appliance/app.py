@@ -19,6 +19,8 @@ from appliance.config import Settings, static_dir
 from appliance.fastpath import FastPublicRouter
 from appliance.handlers.api import (
     ApiNotFoundHandler,
+    FolderCountsHandler,
+    FolderHandler,
     FoldersHandler,
     ImageHandler,
     ImagesHandler,
@@ -40,6 +42,8 @@ def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Appl
             (r"/v3/images/?", ImagesHandler, deps),
             (r"/v3/images/folders/?", FoldersHandler, deps),
             (r"/v3/images/([^/]+)/?", ImageHandler, deps),
+            (r"/v3/folders/?", FolderCountsHandler, deps),
+            (r"/v3/folders/([^/]+)/?", FolderHandler, deps),
             (r"/v3/openapi.json", OpenApiHandler, deps),
             (r"/v3(?:/.*)?", ApiNotFoundHandler, deps),
             (r"/i/([^/]+)", PublicImageHandler, {**deps, "cache": cache}),
