@@ -720,7 +720,7 @@ function renderGrid() {
   const { cols, rowHeight } = grid;
   const extent = Math.max(n, state.done ? n : state.total);
   const rows = Math.ceil(extent / cols);
-  const ulTop = ul.getBoundingClientRect().top - (parseFloat(ul.style.paddingTop) || 0);
+  const ulTop = ul.getBoundingClientRect().top;
   const viewTop = -ulTop; // px of the list above the viewport's top
   const firstRow = Math.max(0, Math.floor(viewTop / rowHeight) - BUFFER_ROWS);
   const lastRow = Math.min(rows - 1, Math.ceil((viewTop + window.innerHeight) / rowHeight) + BUFFER_ROWS);
@@ -835,16 +835,25 @@ function card(image, index) {
   }, button, check, tip);
 }
 
+/** Show the thumbnail in `img` instead. It goes in srcset with its true width and a matching
+ *  sizes: Chromium keeps the density of a failed srcset candidate if only src changes. */
+function thumbnailInstead(img, image) {
+  const [tw] = thumbBox(image);
+  const url = localImageUrl(image.thumbnail_url);
+  img.dataset.fallback = "1";
+  img.sizes = `${tw}px`;
+  img.srcset = `${url} ${tw}w`;
+  img.src = url;
+  return img;
+}
+
 function fallBackToThumbnail(event) {
   // A server without resized variants (or one that failed): its 320-pixel thumbnail instead.
   const img = event.currentTarget;
   const li = img.closest(".card");
   const image = state.items.find((item) => item.id === li?.dataset.id);
   if (!image || img.dataset.fallback) return;
-  img.dataset.fallback = "1";
-  img.removeAttribute("srcset");
-  img.removeAttribute("sizes");
-  img.src = localImageUrl(image.thumbnail_url);
+  thumbnailInstead(img, image);
 }
 
 const indexOfId = (id) => state.items.findIndex((item) => item.id === id);
@@ -935,7 +944,7 @@ function addUploaded(image) {
 function firstVisibleIndex() {
   const ul = $("grid");
   if (!grid.rowHeight || state.items.length === 0) return 0;
-  const ulTop = ul.getBoundingClientRect().top - (parseFloat(ul.style.paddingTop) || 0);
+  const ulTop = ul.getBoundingClientRect().top;
   const row = Math.max(0, Math.floor((stickyHeight() - ulTop) / grid.rowHeight + 0.5));
   return Math.min(state.items.length - 1, row * grid.cols);
 }
@@ -972,7 +981,7 @@ function scrollToIndex(index, where = "nearest") {
   measure();
   const ul = $("grid");
   const row = Math.floor(index / grid.cols);
-  const ulTopDoc = ul.getBoundingClientRect().top + window.scrollY - (parseFloat(ul.style.paddingTop) || 0);
+  const ulTopDoc = ul.getBoundingClientRect().top + window.scrollY;
   const top = ulTopDoc + row * grid.rowHeight;
   const bottom = top + grid.rowHeight;
   const covered = stickyHeight() + 8;
@@ -1271,6 +1280,7 @@ function fillDetails(image, { keepEdits = false } = {}) {
     preview.dataset.id = image.id;
     delete preview.dataset.fallback;
     preview.removeAttribute("src");
+    preview.removeAttribute("srcset");
     preview.width = Number(image.width) || 0;
     preview.height = Number(image.height) || 0;
     preview.style.aspectRatio = `${preview.width} / ${preview.height}`;
@@ -1308,13 +1318,11 @@ function fact([term, value, extra]) {
   return h("div", { class: extra ? `fact ${extra}` : "fact" }, h("dt", { text: term }), h("dd", {}, value));
 }
 
-function onDetailsPreviewError() {
-  const preview = $("details-image");
+function onDetailsPreviewError(event) {
+  const preview = event.currentTarget;
   const image = details.image;
-  if (!image || preview.dataset.fallback) return;
-  preview.dataset.fallback = "1";
-  preview.removeAttribute("srcset");
-  preview.src = localImageUrl(image.thumbnail_url);
+  if (!image || preview.dataset.fallback || preview.dataset.id !== image.id) return;
+  thumbnailInstead(preview, image);
 }
 
 async function loadStats(id) {
@@ -1711,7 +1719,8 @@ async function checkFile(row) {
   let reason = "";
   if (file.size === 0) reason = `“${file.name}” is empty (0 bytes). Choose the file again, or another one.`;
   else if (file.size > MAX_UPLOAD_BYTES) {
-    reason = `“${file.name}” is ${formatBytes(file.size)}; the limit is 10 MB (10,485,760 bytes) a file. Make it smaller, or export it as JPEG or WebP.`;
+    const size = file.size < 11 * 1024 * 1024 ? `${formatNumber(file.size)} bytes` : formatBytes(file.size);
+    reason = `“${file.name}” is ${size}; the limit is 10 MB (10,485,760 bytes) a file. Make it smaller, or export it as JPEG or WebP.`;
   } else {
     let type = null;
     try {
