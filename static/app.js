@@ -738,22 +738,41 @@ function renderGrid() {
     state.focusIndex = Math.min(n - 1, Math.max(first, Math.floor(Math.max(0, viewTop) / rowHeight) * cols));
   }
 
-  if (first !== grid.first || last !== grid.last || ul.childElementCount !== last - first + 1) {
-    const keep = new Map();
-    const nodes = [];
-    for (let i = first; i <= last; i += 1) {
+  if (first !== grid.first || last !== grid.last || ul.childElementCount !== grid.last - grid.first + 1) {
+    const node = (i) => {
       const image = state.items[i];
       let li = grid.nodes.get(image.id);
       if (!li || Number(li.dataset.index) !== i) li = card(image, i);
-      keep.set(image.id, li);
-      nodes.push(li);
+      return li;
+    };
+    const keep = new Map();
+    const overlaps = ul.childElementCount === grid.last - grid.first + 1 && first <= grid.last && last >= grid.first;
+    if (overlaps) {
+      // Move only the edges, so that the cards that stay (the focused one among them) are
+      // never taken out of the document.
+      for (const li of [...ul.children]) {
+        const i = Number(li.dataset.index);
+        if (i < first || i > last) li.remove();
+        else keep.set(li.dataset.id, li);
+      }
+      const before = [];
+      for (let i = first; i < grid.first; i += 1) before.push(node(i));
+      ul.prepend(...before);
+      const after = [];
+      for (let i = grid.last + 1; i <= last; i += 1) after.push(node(i));
+      ul.append(...after);
+      for (const li of [...before, ...after]) keep.set(li.dataset.id, li);
+    } else {
+      const nodes = [];
+      for (let i = first; i <= last; i += 1) nodes.push(node(i));
+      for (const li of nodes) keep.set(li.dataset.id, li);
+      const focusedId = focusedCard?.dataset.id;
+      ul.replaceChildren(...nodes);
+      if (focusedId && keep.has(focusedId)) keep.get(focusedId).querySelector(".card-button").focus({ preventScroll: true });
     }
     grid.nodes = keep;
     grid.first = first;
     grid.last = last;
-    const focusedId = focusedCard?.dataset.id;
-    ul.replaceChildren(...nodes);
-    if (focusedId && keep.has(focusedId)) keep.get(focusedId).querySelector(".card-button").focus({ preventScroll: true });
   }
   syncTabStops();
   // Held fewer cards than the viewport wants: fetch the next page.
@@ -867,9 +886,14 @@ function replaceItem(image) {
   if (index === -1) return;
   if (JSON.stringify(state.items[index]) === JSON.stringify(image)) return;
   state.items[index] = image;
-  grid.nodes.delete(image.id);
-  grid.last = -1;
-  renderGrid();
+  const old = grid.nodes.get(image.id);
+  if (!old) return;
+  const fresh = card(image, index);
+  const hadFocus = old.contains(document.activeElement);
+  old.replaceWith(fresh);
+  grid.nodes.set(image.id, fresh);
+  syncTabStops();
+  if (hadFocus) fresh.querySelector(".card-button").focus({ preventScroll: true });
 }
 
 /** Take images out of the view. Returns the index where the first one was. */
@@ -1654,12 +1678,17 @@ async function onMoveSubmit(event) {
   status.textContent = `Moved ${formatNumber(moved.length)} of ${formatNumber(n)} to ${where}; ${formatNumber(failed.length)} could not be moved:`;
   status.classList.add("error");
   $("move-failures").replaceChildren(
-    ...failed.map(([r, image]) => h("li", {}, h("strong", { text: image.filename }), `: ${r.error?.message || "failed"}`)),
+    ...failed.map(([r, image]) => h("li", {}, h("strong", { text: image.filename }), `: ${failureReason(r.error)}`)),
   );
   $("move-failures").hidden = false;
   move.images = failed.filter(([r]) => r.error?.status !== 404).map(([, image]) => image);
   $("move-submit").textContent = move.images.length ? `Retry ${formatNumber(move.images.length)} failed` : "Move";
   $("move-submit").disabled = move.images.length === 0;
+}
+
+function failureReason(error) {
+  if (error?.status === 404) return "it is no longer in the library (deleted meanwhile).";
+  return error instanceof ApiError ? error.message : "it failed.";
 }
 
 // ---------------------------------------------------------------------------------------------
