@@ -218,7 +218,8 @@ def axe_violations(page: Page, source: str, context: str = "document") -> list[s
     """Every axe-core violation (WCAG 2.x A and AA, best practices) on the page as it is now,
     one line each: rule, impact, and the elements."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(content=source)
+        # The page's CSP refuses inline scripts; an evaluated script is not the page's own.
+        page.evaluate("() => {" + source + "\n}")
     result = page.evaluate(
         """async ([context, tags]) => {
             const root = context === 'document' ? document : document.querySelector(context);
