@@ -775,8 +775,8 @@ function renderGrid() {
     grid.last = last;
   }
   syncTabStops();
-  // Held fewer cards than the viewport wants: fetch the next page.
-  if (!state.done && !state.loading && !state.loadFailed && (lastRow + 1) * cols > n - cols) loadMore();
+  // Near the end of what is held (half a page ahead): fetch the next page.
+  if (!state.done && !state.loading && !state.loadFailed && (lastRow + 1) * cols > n - PAGE_SIZE / 2) loadMore();
   saveScrollSoon();
 }
 

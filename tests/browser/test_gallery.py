@@ -391,7 +391,8 @@ def test_find_by_search_and_by_folder(gallery: Gallery, server: Any) -> None:
     page.locator("#folder-list").get_by_role("button", name="newsletters").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("newsletters")
     expect(gallery.names).to_have_text(["spring-sale.png"])
-    expect(page.locator("#folder-list [aria-current=true] .folder-name")).to_have_text("newsletters")
+    current = page.locator("#folder-list [aria-current=true] .folder-name")
+    expect(current).to_have_text("newsletters")
     page.locator("#folder-list").get_by_role("button", name="All images").click()
     expect(gallery.names).to_have_count(3)
     # Only the image without alt text carries the marker.

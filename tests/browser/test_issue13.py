@@ -53,7 +53,8 @@ def test_defect1_no_grid_image_is_cropped(gallery: Gallery, server: Any) -> None
             const img = li.querySelector('img'), box = li.querySelector('.thumb');
             const r = img.getBoundingClientRect(), b = box.getBoundingClientRect();
             return {name: li.querySelector('.card-name').textContent,
-                    img: [r.left, r.top, r.right, r.bottom], box: [b.left, b.top, b.right, b.bottom]};
+                    img: [r.left, r.top, r.right, r.bottom],
+                    box: [b.left, b.top, b.right, b.bottom]};
         })"""
     )
     for item in boxes:
@@ -257,7 +258,10 @@ def contrast(page: Page, fg: str, bg: str) -> float:
                     probe.style.color = css; document.body.append(probe);
                     const [r, g, b] = getComputedStyle(probe).color.match(/[\\d.]+/g).map(Number);
                     probe.remove();
-                    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+                    const f = c => {
+                        c /= 255;
+                        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+                    };
                     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
                 };
                 const root = getComputedStyle(document.documentElement);
@@ -470,7 +474,8 @@ def test_sidebar_stays_in_view_while_the_grid_scrolls(gallery: Gallery, server: 
     side = page.locator(".sidebar").bounding_box()
     assert header and side
     assert side["y"] == pytest.approx(header["y"] + header["height"], abs=2)
-    expect(page.locator("#folder-list").get_by_role("button", name="All images")).to_be_in_viewport()
+    all_images = page.locator("#folder-list").get_by_role("button", name="All images")
+    expect(all_images).to_be_in_viewport()
 
 
 # ------------------------------------------------------------------------------------------
