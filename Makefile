@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint pytest browser-deps binary test-binary bench soak clean
+.PHONY: setup run test lint pytest browser-deps services-deps binary test-binary bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,16 @@ browser-deps:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-pytest: setup browser-deps
+# The scale-out tests run a real PostgreSQL (tests/pg_server.py starts its own throw-away
+# cluster on loopback). The package's own "main" cluster is not wanted: none is created.
+services-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the scale-out tests"; \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/pictor-tests.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+pytest: setup browser-deps services-deps
 	$(BIN)/pytest
 
 test: lint pytest
@@ -39,7 +48,7 @@ binary: setup
 test-binary: binary
 	bash packaging/smoke_test.sh
 
-bench: setup
+bench: setup services-deps
 	$(BIN)/python -m tests.bench
 
 soak: setup

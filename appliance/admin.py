@@ -24,6 +24,7 @@ from appliance.store.sqlite import (
     snapshot_live_count,
     snapshot_live_digests,
 )
+from appliance.store.sqlite_db import register_functions
 
 
 @dataclass
@@ -92,6 +93,7 @@ def _backup(data_dir: Path, dest: Path) -> BackupReport:
     # 1. A consistent snapshot of the database through SQLite's online backup API.
     source = sqlite3.connect(data_dir / DB_NAME)
     target = sqlite3.connect(dest / DB_NAME)
+    register_functions(target)  # the copy's triggers fold search text
     try:
         with target:
             source.backup(target)

@@ -34,6 +34,9 @@ from appliance.store import KeyStore, Metadata
 
 log = logging.getLogger("pictor")
 
+SWEEP_EVERY = 6 * 3600.0  # seconds between a scaled-out node's sweeps (jittered)
+SWEEP_GRACE = 3600.0  # objects younger than this are never swept
+
 
 def make_app(services: Services, cache: RepresentationCache) -> tornado.web.Application:
     deps = {"services": services}
@@ -96,15 +99,16 @@ class Appliance:
             await asyncio.wait_for(self.server.close_all_connections(), timeout=10)
         except TimeoutError:
             log.warning("requests still running after 10 s were aborted")
-        await _close(self.metadata, self.library, self.pools, self.tasks)
+        await close_services(self.metadata, self.library, self.pools, self.tasks)
 
 
-async def _close(
+async def close_services(
     metadata: Metadata,
     library: Library,
     pools: list[ThreadPoolExecutor],
-    tasks: list[asyncio.Task[None]],
+    tasks: list[asyncio.Task[None]] | None = None,
 ) -> None:
+    tasks = tasks or []
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -144,7 +148,14 @@ async def start_appliance(
     metadata, library, pools = await open_services(settings)
     tasks: list[asyncio.Task[None]] = []
     try:
-        temps, orphans = await library.sweep()
+        if settings.blob_store == "file":
+            # The embedded library: a crash's leftovers are swept before serving.
+            temps, orphans = await library.sweep()
+        else:
+            # Scaled out: this node's scratch files now; orphans of any node's crash in
+            # the background, now and every few hours, past a grace period.
+            temps, orphans = await library.blobs.sweep_scratch(), 0
+            tasks.append(asyncio.create_task(library.sweep_forever(SWEEP_EVERY, SWEEP_GRACE)))
         created = await metadata.keys.create_first_key("default")
         first_key = None if created is None else created.key
         cache = RepresentationCache()
@@ -163,7 +174,7 @@ async def start_appliance(
     except BaseException:
         # A half-started appliance must not linger (aiosqlite's thread would keep the
         # process alive): close what was opened, then fail.
-        await _close(metadata, library, pools, tasks)
+        await close_services(metadata, library, pools, tasks)
         raise
     port = sockets[0].getsockname()[1]
     log.info("%s; swept %d temp file(s) and %d unused blob(s)", vips, temps, orphans)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
-from appliance.errors import ImagingUnavailable
+from appliance.errors import ImagingUnavailable, StorageUnavailable
 
 DB_NAME = "pictor.db"  # the embedded database's file in the data directory
 
@@ -63,6 +63,36 @@ def _parser() -> argparse.ArgumentParser:
         if name == "revoke":
             sub.add_argument("key_id", metavar="KEY_ID", help="the id shown by `keys list`")
 
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy the library to another pair of backends, resumably, while it serves",
+    )
+    add_data_dir(migrate)
+    migrate.add_argument(
+        "--to-database", required=True, help="sqlite or postgresql://USER:PASS@HOST:PORT/DB"
+    )
+    migrate.add_argument("--to-blob-store", required=True, help="file or s3://BUCKET[/PREFIX]")
+    migrate.add_argument(
+        "--to-data-dir",
+        type=Path,
+        default=None,
+        help="the target's data directory, for a sqlite or file target (default: --data-dir)",
+    )
+    migrate.add_argument(
+        "--to-s3-endpoint", default=None, help="the target's S3 endpoint (default: --s3-endpoint)"
+    )
+
+    sweep = commands.add_parser(
+        "sweep", help="remove stored objects that no image uses (a crashed node's leftovers)"
+    )
+    add_data_dir(sweep)
+    sweep.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=3600.0,
+        help="leave objects younger than this alone (default 3600: an hour)",
+    )
+
     for name, help_text in (
         ("verify", "re-hash every stored image against its record; exit 1 on any problem"),
         ("backup", "write a consistent copy of the library into a new directory"),
@@ -88,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
+        target = _migrate_target(args, settings) if args.command == "migrate" else None
         embedded = settings.database == "sqlite"
         db_path = settings.data_dir / DB_NAME
         creates = args.command == "keys" and args.keys_command == "create"
@@ -103,11 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command in ("verify", "backup"):
             return asyncio.run(_admin(args, settings))
+        if target is not None:
+            return asyncio.run(_migrate(settings, target))
+        if args.command == "sweep":
+            return asyncio.run(_sweep(settings, args.grace_seconds))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_keys(args, settings))
     except ImagingUnavailable as exc:
         print(f"pictor: refusing to start: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:
+        print(f"pictor: {exc}", file=sys.stderr)
+        return 2
+    except StorageUnavailable as exc:
+        print(f"pictor: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"pictor: {exc}", file=sys.stderr)
         return 1
@@ -163,6 +204,67 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
         f"backed up {result.images} image(s) in {result.blobs} blob(s) to {args.dest}"
         + (f"; {result.vanished} deleted meanwhile" if result.vanished else "")
     )
+    return 0
+
+
+def _migrate_target(args: argparse.Namespace, source: Settings) -> Settings:
+    target = load_settings(
+        {
+            "data_dir": args.to_data_dir or source.data_dir,
+            "database": args.to_database,
+            "blob_store": args.to_blob_store,
+            "s3_endpoint": args.to_s3_endpoint or source.s3_endpoint,
+        }
+    )
+    same_db = target.database == source.database and (
+        target.database != "sqlite" or target.data_dir.resolve() == source.data_dir.resolve()
+    )
+    same_blobs = target.blob_store == source.blob_store and (
+        target.blob_store != "file" or target.data_dir.resolve() == source.data_dir.resolve()
+    )
+    if same_db or same_blobs:
+        raise ConfigError("migrate: the target must be another database and another blob store")
+    return target
+
+
+async def _migrate(source_settings: Settings, target_settings: Settings) -> int:
+    from appliance.backends import open_blobs, open_metadata
+    from appliance.migrate import migrate
+
+    target_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    source, source_blobs = await open_metadata(source_settings), open_blobs(source_settings)
+    try:
+        target, target_blobs = await open_metadata(target_settings), open_blobs(target_settings)
+        try:
+            report = await migrate(
+                source, source_blobs, target, target_blobs, progress=lambda line: print(line)
+            )
+        finally:
+            await target.close()
+            await target_blobs.close()
+    finally:
+        await source.close()
+        await source_blobs.close()
+    for label in report.missing:
+        print(f"MISSING  {label} (its blob is missing at the source)")
+    print(
+        f"migrated {report.tenants} tenant(s), {report.keys} key(s), {report.images} image(s) "
+        f"({report.deleted} deleted); {report.blobs_copied} blob(s) copied, "
+        f"{report.blobs_present} already there"
+    )
+    return 1 if report.missing else 0
+
+
+async def _sweep(settings: Settings, grace_seconds: float) -> int:
+    from appliance.app import close_services, open_services
+
+    metadata, library, pools = await open_services(settings)
+    try:
+        # Not the scratch directory: a node serving this data directory owns its uploads.
+        _, removed = await library.sweep(grace_seconds, scratch=False)
+    finally:
+        await close_services(metadata, library, pools)
+    print(f"swept {removed} unused blob(s)")
     return 0
 
 

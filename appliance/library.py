@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 from collections import OrderedDict
@@ -76,12 +77,13 @@ class Library:
 
     # -- start-up -----------------------------------------------------------------------
 
-    async def sweep(self, grace_seconds: float = 0.0) -> tuple[int, int]:
-        """Remove unfinished uploads of this node, and objects no live image uses (a
-        crash's leftovers, thumbnails rendered while their image was deleted) that are older
-        than the grace period. Each original is removed under its digest's lock, after a
-        liveness check, so a sweep never races an upload of the same bytes on any node."""
-        temps = await self.blobs.sweep_scratch()
+    async def sweep(self, grace_seconds: float = 0.0, *, scratch: bool = True) -> tuple[int, int]:
+        """Remove unfinished uploads of this node (only when it is not serving: `scratch`),
+        and objects no live image uses (a crash's leftovers, thumbnails rendered while their
+        image was deleted) that are older than the grace period. Each original is removed
+        under its digest's lock, after a liveness check, so a sweep never races an upload of
+        the same bytes on any node."""
+        temps = await self.blobs.sweep_scratch() if scratch else 0
         await self._drop_stale_thumbnails()
         live = await self.images.live_digests()
         stored = await self.blobs.list_blobs()
@@ -97,6 +99,21 @@ class Library:
         for sha in live - originals:
             log.error("blob %s is missing: its images cannot be served (run `verify`)", sha)
         return temps, removed
+
+    async def sweep_forever(self, interval: float, grace_seconds: float) -> None:
+        """Sweep now and then, for as long as the service runs (scaled out, where another
+        node's crash leaves orphans that no restart of this one would sweep). The grace
+        period keeps a sweep off objects too new to judge."""
+        while True:
+            try:
+                temps, removed = await self.sweep(grace_seconds, scratch=False)
+                if temps or removed:
+                    log.info("swept %d temp file(s) and %d unused blob(s)", temps, removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the sweep failed; it runs again later", exc_info=True)
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
 
     async def _drop_stale_thumbnails(self) -> None:
         """Thumbnails made by code of another thumbnail version are removed (and remade on

@@ -15,13 +15,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from appliance.app import Appliance, start_appliance
 from appliance.config import Settings
 from tests.encoding import multipart
+
+if TYPE_CHECKING:  # the plugins themselves are loaded (and assertion-rewritten) by pytest
+    from tests.pg_server import PostgresServer
+    from tests.s3_server import S3Target, SeaweedFS
+
+# Real servers for the scale-out tests: PostgreSQL (`postgres_server`, `postgres_url`) and
+# SeaweedFS's S3 gateway (`seaweedfs`, `s3_target`), started only by the tests that use them.
+pytest_plugins = ["tests.pg_server", "tests.s3_server"]
 
 DEFAULT = object()
 
@@ -68,6 +76,19 @@ class Server:
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the server's loop (e.g. to seed the store) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def originals(self) -> list[str]:
+        """The digests of the originals in the library's blob store, sorted."""
+        stored = self.call(self.app.library.blobs.list_blobs())
+        return sorted(b.sha256 for b in stored if b.variant is None)
+
+    def derived(self) -> list[tuple[str, str]]:
+        """(digest, variant) of every derived file (thumbnails) in the blob store, sorted."""
+        stored = self.call(self.app.library.blobs.list_blobs())
+        return sorted((b.sha256, b.variant) for b in stored if b.variant is not None)
+
+    def blob_bytes(self, sha256: str, variant: str | None = None) -> bytes:
+        return bytes(self.call(self.app.library.blobs.read(sha256, variant)))
 
     def new_key(self, tenant: str) -> str:
         return str(self.call(self.app.keys.create_key(tenant)).key)
@@ -154,13 +175,91 @@ def run_server(
     return started.result(timeout=60), loop, thread
 
 
+# The suites that hold every backend pair to the same answers: each of their tests that uses
+# a server runs once on the embedded default (SQLite and a blob directory) and once scaled
+# out (PostgreSQL and an S3 object store), unless it is marked `embedded_only` (it looks at
+# the data directory's own files).
+SHARED_SUITES = {"test_api", "test_proxy", "test_upload", "test_storage", "test_conditional"}
+SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
+PAIRS: list[str] = ["embedded", "scaleout"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "embedded_only: looks at the embedded library's files; one backend pair"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backends" not in metafunc.fixturenames:
+        return
+    suite = metafunc.module.__name__.rpartition(".")[2]
+    pairs = PAIRS if suite in SHARED_SUITES else PAIRS[:1]
+    if suite in SCALEOUT_SUITES:
+        pairs = PAIRS[1:]
+    if metafunc.definition.get_closest_marker("embedded_only"):
+        pairs = PAIRS[:1]
+    metafunc.parametrize("backends", pairs, indirect=True)
+
+
+class Backends:
+    """Where a test's libraries live: settings for a server of the library at `data_dir`
+    (two servers started on one data directory share one library)."""
+
+    name = "embedded"
+
+    def settings(self, data_dir: Path) -> dict[str, Any]:
+        return {}
+
+
+class ScaledOut(Backends):
+    """PostgreSQL and an S3 store (the session's servers): a fresh database and bucket
+    prefix per library, the S3 credentials in the environment as a node reads them."""
+
+    name = "scaleout"
+
+    def __init__(self, postgres: PostgresServer, seaweedfs: SeaweedFS) -> None:
+        self.postgres = postgres
+        self.seaweedfs = seaweedfs
+        self._libraries: dict[Path, tuple[str, S3Target]] = {}
+        self._lock = threading.Lock()  # servers may be started from several threads
+
+    def library(self, data_dir: Path) -> tuple[str, S3Target]:
+        with self._lock:
+            if data_dir not in self._libraries:
+                self._libraries[data_dir] = (
+                    self.postgres.create_database(),
+                    self.seaweedfs.new_target(),
+                )
+            return self._libraries[data_dir]
+
+    def settings(self, data_dir: Path) -> dict[str, Any]:
+        database, target = self.library(data_dir)
+        return {"database": database, "blob_store": target.url, "s3_endpoint": target.endpoint}
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
+def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backends:
+    name = getattr(request, "param", "embedded")
+    if name == "embedded":
+        return Backends()
+    pairs = ScaledOut(
+        request.getfixturevalue("postgres_server"), request.getfixturevalue("seaweedfs")
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", pairs.seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", pairs.seaweedfs.secret_key)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return pairs
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
     """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
     running: list[Server] = []
 
     def start(data_dir: Path | None = None, **overrides: Any) -> Server:
         data_dir = data_dir or tmp_path / f"data{len(running)}"
+        overrides = {**backends.settings(data_dir), **overrides}
         app, loop, thread = run_server(data_dir, **overrides)
         srv = Server(app=app, loop=loop, data_dir=data_dir, api_key="", thread=thread)
         running.append(srv)

@@ -218,3 +218,33 @@ def test_backup_without_a_database_fails(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no database" in done.stderr
     assert not (tmp_path / "dest").exists()
+
+
+# -- sweep --------------------------------------------------------------------------------
+
+
+def test_sweep_removes_only_unused_objects_past_the_grace_period(server: Server) -> None:
+    made = seed(server)
+    live = {image["sha256"] for name, image in made.items() if name != "deleted"}
+    orphan = hashlib.sha256(b"left by a crashed node").hexdigest()
+    path = blob_of(server.data_dir, orphan)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"left by a crashed node")
+    in_flight = server.data_dir / "tmp" / "up-0123456789abcdef01234567.part"
+    in_flight.write_bytes(b"an upload the serving node is receiving")
+    args = ("sweep", "--data-dir", str(server.data_dir))
+    young = pictor(*args)  # while serving; the orphan is younger than the default hour
+    assert (young.returncode, young.stdout, young.stderr) == (
+        0,
+        "swept 0 unused blob(s)\n",
+        "",
+    )
+    assert path.exists()
+    done = pictor(*args, "--grace-seconds", "0")
+    assert (done.returncode, done.stdout) == (0, "swept 1 unused blob(s)\n")
+    assert not path.exists()
+    assert in_flight.exists()  # the serving node's scratch file is its own
+    assert set(server.originals()) == live
+    for name, image in made.items():
+        status = server.request("GET", f"/i/{image['id']}").status
+        assert status == (410 if name == "deleted" else 200), name

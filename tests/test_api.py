@@ -117,6 +117,7 @@ def test_revoked_key_is_refused_at_once(server: Server) -> None:
     assert server.request("GET", "/v3/images").status == 200
 
 
+@pytest.mark.embedded_only
 def test_keys_are_stored_only_as_hashes(server: Server) -> None:
     other = server.new_key("acme")
     for key in (server.api_key, other):
@@ -318,6 +319,7 @@ def test_empty_library(server: Server) -> None:
     assert server.request("GET", "/v3/images/folders").json() == {"folders": []}
 
 
+@pytest.mark.embedded_only
 def test_list_is_newest_first_also_within_one_second(server: Server) -> None:
     ids = [uploaded(server, images.png(10 + i, 10))["id"] for i in range(6)]
     # Whatever the clock did, give them all the same timestamp: upload order must decide.
@@ -600,6 +602,7 @@ def _age(server: Server, image_id: str) -> None:
     )
 
 
+@pytest.mark.embedded_only
 def test_patch_alt_text_and_folder(server: Server) -> None:
     image = uploaded(server, images.png(), "a.png", alt_text="old", folder="f1")
     _age(server, image["id"])
@@ -650,6 +653,7 @@ def test_patch_limits_are_inclusive(server: Server) -> None:
     assert server.request("GET", "/v3/images/folders").json() == {"folders": [folder]}
 
 
+@pytest.mark.embedded_only
 def test_patch_with_empty_object_changes_nothing(server: Server) -> None:
     image = uploaded(server, images.png(), alt_text="keep", folder="keep")
     _age(server, image["id"])

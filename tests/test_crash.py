@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tests import images
 from tests.soak import CONNECTION_ERRORS, ROOT, ServerProcess, create_key, multipart
@@ -207,9 +208,49 @@ def list_everything(port: int, key: str) -> list[dict[str, object]]:
         page += 1
 
 
-def check_library(server: ServerProcess, data_dir: Path, key: str, ledger: Ledger) -> int:
+class Storage(Protocol):
+    """What a library's backends hold, as the crash checks look at it."""
+
+    def originals(self) -> set[str]: ...
+
+    def derived(self) -> set[str]:
+        """The digests that derived files exist for."""
+        ...
+
+    def check(self) -> None:
+        """The database's own soundness, and whatever the layout promises."""
+        ...
+
+
+@dataclass
+class LocalFiles:
+    """The embedded library: the data directory's files."""
+
+    data_dir: Path
+
+    def originals(self) -> set[str]:
+        return {p.name for p in (self.data_dir / "blobs").glob("*/*")}
+
+    def derived(self) -> set[str]:
+        return {p.name.split(".")[0] for p in (self.data_dir / "derived").glob("*/*")}
+
+    def check(self) -> None:
+        for blob in (self.data_dir / "blobs").glob("*/*"):
+            assert blob.parent.name == blob.name[:2]
+        db = f"file:{self.data_dir / 'pictor.db'}?mode=ro"
+        conn = sqlite3.connect(db, uri=True, timeout=10)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            conn.close()
+
+
+def check_library(
+    server: ServerProcess, data_dir: Path, key: str, ledger: Ledger, storage: Storage | None = None
+) -> int:
     """The contract's promises after a restart; then settles what the crash left open.
-    Returns the number of live images."""
+    Returns the number of live images. `data_dir` is the node's: its scratch files are
+    swept at start; `storage` holds the library (by default, that data directory)."""
     everything = list_everything(server.port, key)
     listed = {str(i["id"]): i for i in everything}
 
@@ -256,20 +297,14 @@ def check_library(server: ServerProcess, data_dir: Path, key: str, ledger: Ledge
         ledger.maybe_alt_text.pop(image_id, None)
 
     # The start-up sweep: no temp files, no blob (or thumbnail) that no live image uses.
+    storage = storage or LocalFiles(data_dir)
     assert sorted(p.name for p in (data_dir / "tmp").iterdir()) == []
     live = {str(i["sha256"]) for i in everything}
-    blobs = {p.name for p in (data_dir / "blobs").glob("*/*")}
+    blobs = storage.originals()
     assert blobs == live, {"unreferenced": blobs - live, "missing": live - blobs}
-    for blob in (data_dir / "blobs").glob("*/*"):
-        assert blob.parent.name == blob.name[:2]
-    derived = {p.name.split(".")[0] for p in (data_dir / "derived").glob("*/*")}
+    derived = storage.derived()
     assert derived <= live, derived - live
-
-    conn = sqlite3.connect(f"file:{data_dir / 'pictor.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        conn.close()
+    storage.check()
     return len(everything)
 
 

@@ -22,7 +22,6 @@ from tests import images
 from tests.api_helpers import (
     assert_error,
     assert_image,
-    blob_files,
     list_images,
     tmp_files,
     uploaded,
@@ -36,8 +35,8 @@ LIMIT = 10 * 1024 * 1024  # 10,485,760 bytes: accepted; one more is 413
 def assert_nothing_stored(server: Server) -> None:
     """A refused upload leaves no image, no blob, no thumbnail and (soon) no temp file."""
     assert list_images(server)["total"] == 0
-    assert blob_files(server.data_dir) == []
-    assert [p for p in (server.data_dir / "derived").rglob("*") if p.is_file()] == []
+    assert server.originals() == []
+    assert server.derived() == []
     assert wait_until(lambda: tmp_files(server.data_dir) == []), tmp_files(server.data_dir)
 
 
@@ -191,8 +190,8 @@ def test_exactly_ten_megabytes_is_accepted_byte_exact(server: Server) -> None:
     assert served.status == 200
     assert served.headers["Content-Length"] == str(LIMIT)
     assert served.body == data
-    [blob] = blob_files(server.data_dir)
-    assert blob.read_bytes() == data
+    assert server.originals() == [image["sha256"]]
+    assert server.blob_bytes(image["sha256"]) == data
 
 
 def test_one_byte_over_ten_megabytes_is_413(server: Server) -> None:
@@ -486,6 +485,7 @@ def test_filename_with_raw_cr_lf_cannot_inject_headers(server: Server) -> None:
         assert_error(resp, 400, "malformed_multipart")
 
 
+@pytest.mark.embedded_only
 def test_folder_is_a_label_never_a_path(server: Server, tmp_path: Path) -> None:
     image = uploaded(server, images.png(), folder="../../escape")
     assert image["folder"] == "../../escape"
@@ -509,15 +509,13 @@ def test_same_bytes_twice_are_two_images_over_one_blob(server: Server) -> None:
     assert first["sha256"] == second["sha256"] == hashlib.sha256(data).hexdigest()
     assert (first["filename"], first["alt_text"], first["folder"]) == ("one.jpg", "first", "a")
     assert (second["filename"], second["alt_text"], second["folder"]) == ("two.jpg", "second", "b")
-    [blob] = blob_files(server.data_dir)
-    assert blob.name == first["sha256"]
-    assert blob.parent.name == first["sha256"][:2]
-    assert blob.read_bytes() == data
+    assert server.originals() == [first["sha256"]]
+    assert server.blob_bytes(first["sha256"]) == data
     thumb_before = server.request("GET", f"/i/{second['id']}?variant=thumbnail")
     assert thumb_before.status == 200
 
     assert server.request("DELETE", f"/v3/images/{first['id']}").status == 204
-    assert blob_files(server.data_dir) == [blob]
+    assert server.originals() == [first["sha256"]]
     served = server.request("GET", f"/i/{second['id']}")
     assert served.status == 200
     assert served.body == data
@@ -528,8 +526,8 @@ def test_same_bytes_twice_are_two_images_over_one_blob(server: Server) -> None:
     assert server.request("GET", f"/v3/images/{second['id']}").json() == second
 
     assert server.request("DELETE", f"/v3/images/{second['id']}").status == 204
-    assert blob_files(server.data_dir) == []
-    assert [p for p in (server.data_dir / "derived").rglob("*") if p.is_file()] == []
+    assert server.originals() == []
+    assert server.derived() == []
     assert server.request("GET", f"/i/{second['id']}").status == 410
 
 
@@ -538,11 +536,11 @@ def test_same_bytes_from_two_tenants_share_a_blob_but_not_metadata(server: Serve
     other = server.new_key("other")
     mine = uploaded(server, data, "mine.webp", folder="mine")
     theirs = uploaded(server, data, "theirs.webp", folder="theirs", key=other)
-    assert len(blob_files(server.data_dir)) == 1
+    assert len(server.originals()) == 1
     assert server.request("DELETE", f"/v3/images/{mine['id']}").status == 204
     assert server.request("GET", f"/i/{theirs['id']}").body == data
     assert server.request("GET", "/v3/images/folders", key=other).json() == {"folders": ["theirs"]}
-    assert len(blob_files(server.data_dir)) == 1
+    assert len(server.originals()) == 1
 
 
 def test_concurrent_uploads_and_deletes_of_the_same_bytes(server: Server) -> None:
@@ -552,13 +550,13 @@ def test_concurrent_uploads_and_deletes_of_the_same_bytes(server: Server) -> Non
     assert [r.status for r in created] == [201] * 12
     ids = [r.json()["id"] for r in created]
     assert len(set(ids)) == 12
-    assert len(blob_files(server.data_dir)) == 1
+    assert len(server.originals()) == 1
     keep, doomed = ids[0], ids[1:]
     with ThreadPoolExecutor(max_workers=8) as pool:
         deleted = list(pool.map(lambda i: server.request("DELETE", f"/v3/images/{i}"), doomed))
     assert [r.status for r in deleted] == [204] * 11
     assert server.request("GET", f"/i/{keep}").body == data
-    assert len(blob_files(server.data_dir)) == 1
+    assert len(server.originals()) == 1
     assert server.request("DELETE", f"/v3/images/{keep}").status == 204
-    assert blob_files(server.data_dir) == []
+    assert server.originals() == []
     assert wait_until(lambda: tmp_files(server.data_dir) == [])

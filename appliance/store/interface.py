@@ -137,6 +137,18 @@ class KeyRecord:
     revoked_at: str | None
 
 
+@dataclass(frozen=True)
+class KeyRow:
+    """A key as stored (its secret only as a hash), for copying a library elsewhere."""
+
+    id: str
+    tenant: str
+    secret_sha256: bytes
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
 IMAGE_DELETED = "image_deleted"
 KEY_REVOKED = "key_revoked"
 
@@ -261,6 +273,16 @@ class ImageStore(Protocol):
 
     async def live_images(self) -> list[ImageRecord]: ...
 
+    async def export_images(self, after_seq: int, limit: int) -> list[ImageRecord]:
+        """Every image, tombstones included, in upload order after `after_seq`."""
+        ...
+
+    async def import_images(self, records: list[ImageRecord]) -> None:
+        """Copy images in (their `tenant_id` already this store's): an unknown id is
+        inserted with its timestamps, in the order given; a known one takes the labels and
+        `updated_at` given, and a tombstone once given is kept (an event is recorded)."""
+        ...
+
     async def live_digests(self) -> set[str]: ...
 
     async def state(self, name: str) -> str | None: ...
@@ -290,6 +312,14 @@ class KeyStore(Protocol):
         ...
 
     async def list_keys(self) -> list[KeyRecord]: ...
+
+    async def list_tenants(self) -> list[Tenant]: ...
+
+    async def export_keys(self) -> list[KeyRow]: ...
+
+    async def import_keys(self, rows: list[KeyRow]) -> None:
+        """Copy keys in by id (tenants by name); a revocation once given is kept."""
+        ...
 
     async def revoke(self, key_id: str) -> bool: ...
 

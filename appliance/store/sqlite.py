@@ -30,6 +30,7 @@ from appliance.store.interface import (
     FolderRename,
     ImageRecord,
     KeyRecord,
+    KeyRow,
     NewImage,
     Page,
     Tenant,
@@ -188,7 +189,7 @@ class SQLiteImageStore:
             # (Driven by images instead, SQLite ran the MATCH once per row: seconds.)
             source, order = "images_fts f CROSS JOIN images i ON i.seq = f.rowid", "f.rowid DESC"
             where.insert(0, "images_fts MATCH ?")
-            params.insert(0, _phrase(search))
+            params.insert(0, _phrase(simple_fold(search)))
         if folder is not None:
             where.append("i.folder = ?")
             params.append(folder)
@@ -271,6 +272,8 @@ class SQLiteImageStore:
         return int(row[0]) if row else 0
 
     async def create_folder(self, tenant_id: int, name: str) -> bool:
+        if "\x00" in name:
+            return False
         async with self.db.transaction() as conn:
             if await _folder_size(conn, tenant_id, name) is not None:
                 return False
@@ -302,8 +305,7 @@ class SQLiteImageStore:
             await conn.execute(
                 "DELETE FROM folders WHERE tenant_id = ? AND name = ?", (tenant_id, name)
             )
-            size = await _folder_size(conn, tenant_id, new_name)
-        return FolderRename(new_name, size or 0, moved, target is not None)
+        return FolderRename(new_name, (target or 0) + moved, moved, target is not None)
 
     async def delete_folder(self, tenant_id: int, name: str) -> int | None:
         async with self.db.transaction() as conn:
@@ -363,6 +365,47 @@ class SQLiteImageStore:
             f"SELECT {_COLUMNS} FROM images WHERE deleted_at IS NULL ORDER BY seq"
         )
         return [_record(r) for r in rows]
+
+    async def export_images(self, after_seq: int, limit: int) -> list[ImageRecord]:
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM images WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [_record(r) for r in rows]
+
+    async def import_images(self, records: list[ImageRecord]) -> None:
+        async with self.db.transaction() as conn:
+            for r in records:
+                cursor = await conn.execute(
+                    "SELECT deleted_at FROM images WHERE id = ?", (r.id,)
+                )
+                existing = await cursor.fetchone()
+                await cursor.close()
+                await conn.execute(
+                    "INSERT INTO images (id, tenant_id, filename, alt_text, folder, mime_type, "
+                    "size_bytes, width, height, sha256, created_at, updated_at, deleted_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET alt_text = excluded.alt_text, "
+                    "folder = excluded.folder, updated_at = excluded.updated_at, "
+                    "deleted_at = coalesce(images.deleted_at, excluded.deleted_at)",
+                    (
+                        r.id,
+                        r.tenant_id,
+                        r.filename,
+                        r.alt_text,
+                        r.folder,
+                        r.mime_type,
+                        r.size_bytes,
+                        r.width,
+                        r.height,
+                        r.sha256,
+                        r.created_at,
+                        r.updated_at,
+                        r.deleted_at,
+                    ),
+                )
+                if existing is not None and existing[0] is None and r.deleted_at is not None:
+                    await _record_event(conn, IMAGE_DELETED, r.id)
 
     async def state(self, name: str) -> str | None:
         row = await self.db.fetchone("SELECT value FROM appliance_state WHERE name = ?", (name,))
@@ -472,6 +515,37 @@ class SQLiteKeyStore:
             "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at, k.id"
         )
         return [KeyRecord(*r) for r in rows]
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self.db.fetchall("SELECT id, name FROM tenants ORDER BY id")
+        return [Tenant(int(r[0]), str(r[1])) for r in rows]
+
+    async def export_keys(self) -> list[KeyRow]:
+        rows = await self.db.fetchall(
+            "SELECT k.id, t.name, k.secret_sha256, k.created_at, k.last_used_at, k.revoked_at "
+            "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at, k.id"
+        )
+        return [KeyRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def import_keys(self, rows: list[KeyRow]) -> None:
+        async with self.db.transaction() as conn:
+            for row in rows:
+                tenant = await _ensure_tenant(conn, row.tenant)
+                await conn.execute(
+                    "INSERT INTO api_keys (id, tenant_id, secret_sha256, created_at, "
+                    "last_used_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    "last_used_at = coalesce(excluded.last_used_at, api_keys.last_used_at), "
+                    "revoked_at = coalesce(api_keys.revoked_at, excluded.revoked_at)",
+                    (
+                        row.id,
+                        tenant.id,
+                        row.secret_sha256,
+                        row.created_at,
+                        row.last_used_at,
+                        row.revoked_at,
+                    ),
+                )
 
     async def revoke(self, key_id: str) -> bool:
         async with self.db.transaction() as conn:

@@ -20,6 +20,11 @@ from appliance.store.sqlite_migrations import MIGRATIONS
 Row = sqlite3.Row
 
 
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The functions the schema's triggers call, for a plain sqlite3 connection (tools)."""
+    conn.create_function("pictor_fold", 1, _sql_fold, deterministic=True)
+
+
 def _sql_fold(value: str | None) -> str | None:
     return None if value is None else simple_fold(value)
 

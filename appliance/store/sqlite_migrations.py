@@ -155,7 +155,40 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        "0008_folders_and_sorts",
+        "0008_search_folded_by_us",
+        # FTS5 folds case with SQLite's own, older Unicode tables, so a long search and a
+        # short one (folded by `pictor_fold`) could disagree, e.g. on U+A7C4. The index now
+        # holds text folded by `pictor_fold` and matches it case-sensitively, and searches
+        # are folded the same way: one fold for every search, here and in PostgreSQL.
+        """
+        DROP TRIGGER images_fts_insert;
+        DROP TRIGGER images_fts_update;
+        DROP TABLE images_fts;
+        CREATE VIRTUAL TABLE images_fts USING fts5(
+            filename, alt_text, content='images', content_rowid='seq',
+            tokenize='trigram case_sensitive 1'
+        );
+        INSERT INTO images_fts(rowid, filename, alt_text)
+            SELECT seq, pictor_fold(filename), pictor_fold(alt_text) FROM images
+            WHERE deleted_at IS NULL;
+        CREATE TRIGGER images_fts_insert AFTER INSERT ON images WHEN new.deleted_at IS NULL
+        BEGIN
+            INSERT INTO images_fts(rowid, filename, alt_text)
+                VALUES (new.seq, pictor_fold(new.filename), pictor_fold(new.alt_text));
+        END;
+        CREATE TRIGGER images_fts_update AFTER UPDATE OF filename, alt_text, deleted_at ON images
+        BEGIN
+            INSERT INTO images_fts(images_fts, rowid, filename, alt_text)
+                SELECT 'delete', old.seq, pictor_fold(old.filename), pictor_fold(old.alt_text)
+                WHERE old.deleted_at IS NULL;
+            INSERT INTO images_fts(rowid, filename, alt_text)
+                SELECT new.seq, pictor_fold(new.filename), pictor_fold(new.alt_text)
+                WHERE new.deleted_at IS NULL;
+        END;
+        """,
+    ),
+    (
+        "0009_folders_and_sorts",
         # Folders created empty (POST /v3/folders) are recorded here until deleted; a folder
         # that holds live images exists without a row. Indexes for the list's other orders.
         """

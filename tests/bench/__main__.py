@@ -3,7 +3,9 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup
+  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
+                       pg_library
+  BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
 
 Servers run on core 0, the load generators and this process on core 1. Every process started
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, proxy, report, startup, thumbnails, uploads
+from tests.bench import library, pg_library, proxy, report, startup, thumbnails, uploads
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -48,6 +50,7 @@ def _sections() -> dict[str, Section]:
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
+        "pg_library": pg_library.run,
     }
 
 

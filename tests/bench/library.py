@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import aiosqlite
 
 from appliance.store.sqlite import SQLiteImageStore as ImageStore
-from appliance.store.sqlite_db import Database
+from appliance.store.sqlite_db import Database, register_functions
 from tests.bench.common import Client, Context, Row, fmt_ms, percentile, ratio
 from tests.bench.media import Media
 from tests.bench.servers import Appliance
@@ -114,6 +114,7 @@ def seed(db_path: Path, sha256: str, start: int, stop: int) -> float:
     """Insert images start..stop-1 of the synthetic library; returns the seconds it took."""
     started = time.perf_counter()
     conn = sqlite3.connect(db_path, isolation_level=None)
+    register_functions(conn)  # the search index's triggers fold with pictor_fold
     try:
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("PRAGMA cache_size = -1000000")

@@ -50,12 +50,22 @@ class ServerProcess:
         self._log = log
 
     @classmethod
-    def start(cls, data_dir: Path, log_path: Path, timeout: float = 60) -> ServerProcess:
+    def start(
+        cls,
+        data_dir: Path,
+        log_path: Path,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        """`env` adds PICTOR_* (and AWS_*) variables, e.g. another pair of backends."""
         log = open(log_path, "ab")  # noqa: SIM115 - closed by stop()/kill()
         proc = subprocess.Popen(
             [sys.executable, "main.py", "serve", "--port", "0", "--data-dir", str(data_dir)],
             cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PICTOR_")},
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("PICTOR_")},
+                **(env or {}),
+            },
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -118,7 +128,7 @@ class ServerProcess:
         return code
 
 
-def create_key(data_dir: Path, tenant: str) -> str:
+def create_key(data_dir: Path, tenant: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [
             sys.executable,
@@ -131,6 +141,10 @@ def create_key(data_dir: Path, tenant: str) -> str:
             str(data_dir),
         ],
         cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("PICTOR_")},
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
         timeout=60,
