@@ -290,8 +290,12 @@ const folderNames = () => state.folders.map((f) => f.name);
 function renderFolders() {
   const list = $("folder-list");
   const hadFocus = list.contains(document.activeElement) ? document.activeElement.dataset.folder : undefined;
-  const entries = [{ name: null, label: "All images", glyph: ICONS.images, count: state.libraryCount }];
-  for (const f of state.folders) entries.push({ name: f.name, label: f.name, glyph: ICONS.folder, count: f.image_count });
+  // Images whose DELETE waits for the undo window are not counted any more.
+  const heldIn = (name) => [...held.values()].filter((image) => name === null || image.folder === name).length;
+  const entries = [{ name: null, label: "All images", glyph: ICONS.images, count: state.libraryCount - heldIn(null) }];
+  for (const f of state.folders) {
+    entries.push({ name: f.name, label: f.name, glyph: ICONS.folder, count: Math.max(0, f.image_count - heldIn(f.name)) });
+  }
   // Keep the selected folder visible even when it has just been emptied.
   if (state.folder !== null && !folderNames().includes(state.folder)) {
     entries.push({ name: state.folder, label: state.folder, glyph: ICONS.folder, count: 0 });
@@ -1518,6 +1522,7 @@ function holdDeletes(images) {
   });
   batch.timer = setTimeout(() => commitDeletes(batch), UNDO_MS);
   batches.add(batch);
+  renderFolders();
 }
 
 const batches = new Set();
@@ -1528,6 +1533,7 @@ function undoDeletes(batch) {
   batches.delete(batch);
   batch.toast?.remove();
   for (const image of batch.images) held.delete(image.id);
+  renderFolders();
   for (const [index, image] of batch.placed) {
     if (state.ids.has(image.id) || !matchesView(image)) continue;
     state.items.splice(Math.min(index, state.items.length), 0, image);
