@@ -109,6 +109,7 @@ async def close_services(
     tasks: list[asyncio.Task[None]] | None = None,
 ) -> None:
     tasks = tasks or []
+    library.cancel_removals()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -36,6 +36,9 @@ log = logging.getLogger("pictor.library")
 T = TypeVar("T")
 
 THUMBNAIL = "thumbnail"
+# How long an original no image uses stays in an object store, so that streams of it in
+# flight on any node finish; the sweep's grace period covers a node that died meanwhile.
+DEFERRED_REMOVAL_SECONDS = 600.0
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 
@@ -68,6 +71,10 @@ class Library:
         self._public_max = cache_size
         self.on_delete: list[Callable[[str], None]] = []  # e.g. the proxy's body cache
         self.on_reset: list[Callable[[], None]] = []
+        # Originals left unused by a delete, removed after a delay when the blob store's
+        # readers do not outlive a delete (streams in flight finish first).
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._removal_tasks: set[asyncio.Task[None]] = set()
 
     async def run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -88,8 +95,17 @@ class Library:
         live = await self.images.live_digests()
         stored = await self.blobs.list_blobs()
         cutoff = time.time() - grace_seconds
+        # Young objects, and objects whose last image was deleted within the grace period
+        # (a stream of it may still be running), are left for a later sweep.
+        recent = await self.images.deleted_since(
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff))
+        )
         originals = {b.sha256 for b in stored if b.variant is None}
-        unused = {b.sha256 for b in stored if b.sha256 not in live and b.modified <= cutoff}
+        unused = {
+            b.sha256
+            for b in stored
+            if b.sha256 not in live and b.modified <= cutoff and b.sha256 not in recent
+        }
         removed = 0
         for sha in unused:
             async with self.images.locked(sha) as tx:
@@ -193,9 +209,53 @@ class Library:
             raise NotFound("No image with this id.", code="image_not_found")
         self._forget(deleted.id)
         self._remember(deleted)
-        async with self.images.locked(deleted.sha256) as tx:
+        if self.blobs.readers_survive_delete:
+            await self._remove_if_unused(deleted.sha256)
+        else:
+            self._schedule_removal(deleted.sha256)
+
+    async def _remove_if_unused(self, sha256: str) -> None:
+        """Under the digest's lock: an upload of the same bytes on any node either went
+        before (and the blob stays) or comes after (and puts it again)."""
+        async with self.images.locked(sha256) as tx:
             if not await tx.in_use():
-                await self.blobs.delete(deleted.sha256)
+                await self.blobs.delete(sha256)
+
+    def _schedule_removal(self, sha256: str) -> None:
+        old = self._removals.pop(sha256, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._removals[sha256] = loop.call_later(
+            DEFERRED_REMOVAL_SECONDS, self._start_removal, sha256
+        )
+
+    def _start_removal(self, sha256: str) -> None:
+        self._removals.pop(sha256, None)
+        task = asyncio.get_running_loop().create_task(self._deferred_removal(sha256))
+        self._removal_tasks.add(task)
+        task.add_done_callback(self._removal_tasks.discard)
+
+    async def _deferred_removal(self, sha256: str) -> None:
+        try:
+            await self._remove_if_unused(sha256)
+        except Exception:  # the store is away: the sweep removes it later
+            log.warning("could not remove the unused blob %s; the sweep will", sha256)
+
+    async def remove_unused_now(self) -> int:
+        """Run the deferred removals at once (e.g. before a node stops, or in tests);
+        returns how many were pending."""
+        pending = list(self._removals)
+        for sha256 in pending:
+            self._removals.pop(sha256).cancel()
+            await self._remove_if_unused(sha256)
+        return len(pending)
+
+    def cancel_removals(self) -> None:
+        """At shutdown: pending removals are left to a later sweep."""
+        for handle in self._removals.values():
+            handle.cancel()
+        self._removals.clear()
 
     # -- what other nodes did ------------------------------------------------------------
 

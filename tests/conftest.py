@@ -77,6 +77,11 @@ class Server:
         """Run a coroutine on the server's loop (e.g. to seed the store) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
+    def settle(self) -> None:
+        """Run the blob removals a delete deferred (an object store keeps an unused original
+        a while, for streams in flight); nothing to do on the directory store."""
+        self.call(self.app.library.remove_unused_now())
+
     def originals(self) -> list[str]:
         """The digests of the originals in the library's blob store, sorted."""
         stored = self.call(self.app.library.blobs.list_blobs())

@@ -72,6 +72,7 @@ class _FileReader:
 
 
 class LocalBlobStore:
+    readers_survive_delete = True  # an open file outlives its unlink
     def __init__(self, root: Path, executor: Executor | None = None) -> None:
         """Blocking (creates the directories); `executor` runs the file I/O."""
         self.root = root

@@ -735,6 +735,14 @@ class PostgresImageStore:
         )
         return {str(r["sha256"]) for r in rows}
 
+    async def deleted_since(self, cutoff: str) -> set[str]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT sha256 FROM images WHERE deleted_at >= $1",
+            cutoff,
+            timeout=BULK_TIMEOUT,
+        )
+        return {str(r["sha256"]) for r in rows}
+
     async def state(self, name: str) -> str | None:
         value = await self.db.fetchval("SELECT value FROM appliance_state WHERE name = $1", name)
         return None if value is None else str(value)

@@ -366,6 +366,12 @@ class SQLiteImageStore:
         )
         return [_record(r) for r in rows]
 
+    async def deleted_since(self, cutoff: str) -> set[str]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT sha256 FROM images WHERE deleted_at >= ?", (cutoff,)
+        )
+        return {str(r[0]) for r in rows}
+
     async def export_images(self, after_seq: int, limit: int) -> list[ImageRecord]:
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM images WHERE seq > ? ORDER BY seq LIMIT ?",

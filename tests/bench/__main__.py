@@ -4,6 +4,7 @@ Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
   BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
+                       scaleout,
                        pg_library
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
@@ -23,7 +24,16 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from tests.bench import library, pg_library, proxy, report, startup, thumbnails, uploads
+from tests.bench import (
+    library,
+    pg_library,
+    proxy,
+    report,
+    scaleout,
+    startup,
+    thumbnails,
+    uploads,
+)
 from tests.bench.common import (
     CLIENT_CORE,
     REPO,
@@ -51,6 +61,7 @@ def _sections() -> dict[str, Section]:
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
+        "scaleout": scaleout.run,
     }
 
 
