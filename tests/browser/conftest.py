@@ -40,7 +40,9 @@ CHROMIUM_ARGS = [
 expect.set_options(timeout=10_000)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is started, its event loop counts
+# as running in this thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set PICTOR_CHROMIUM)")
