@@ -70,6 +70,9 @@ class Library:
         self._public: OrderedDict[str, ImageRecord] = OrderedDict()
         self._public_max = cache_size
         self.on_delete: list[Callable[[str], None]] = []  # e.g. the proxy's body cache
+        # Read by the metrics: imaging jobs queued or running, representations rendered.
+        self.imaging_jobs = 0
+        self.rendered = 0
         self.on_reset: list[Callable[[], None]] = []
         # Originals left unused by a delete, removed after a delay when the blob store's
         # readers do not outlive a delete (streams in flight finish first).
@@ -80,7 +83,11 @@ class Library:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def run_imaging(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
+        self.imaging_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
+        finally:
+            self.imaging_jobs -= 1
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -97,8 +104,12 @@ class Library:
         cutoff = time.time() - grace_seconds
         # Young objects, and objects whose last image was deleted within the grace period
         # (a stream of it may still be running), are left for a later sweep.
-        recent = await self.images.deleted_since(
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff))
+        recent = (
+            await self.images.deleted_since(
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff))
+            )
+            if grace_seconds > 0
+            else set()
         )
         originals = {b.sha256 for b in stored if b.variant is None}
         unused = {
@@ -332,6 +343,7 @@ class Library:
         self._renders_in_flight[key] = future
         try:
             await self._render(record, variant)
+            self.rendered += 1
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)

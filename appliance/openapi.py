@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import __version__
+from appliance.fetchstats import CLIENTS
 from appliance.store.interface import SORTS
 from appliance.uploads import MAX_FILE_BYTES
 from appliance.validation import (
@@ -154,6 +155,32 @@ def document() -> dict[str, Any]:
                         "image_count": {"type": "integer", "minimum": 0},
                         "moved": {"type": "integer", "minimum": 0},
                         "merged": {"type": "boolean"},
+                    },
+                },
+                "ImageStats": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id", "fetches"],
+                    "properties": {
+                        "id": image_properties["id"],
+                        "fetches": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["total", "last_30_days", "last_fetched_at", "by_client"],
+                            "properties": {
+                                "total": {"type": "integer", "minimum": 0},
+                                "last_30_days": {"type": "integer", "minimum": 0},
+                                "last_fetched_at": {"type": ["string", "null"]},
+                                "by_client": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": list(CLIENTS),
+                                    "properties": {
+                                        c: {"type": "integer", "minimum": 0} for c in CLIENTS
+                                    },
+                                },
+                            },
+                        },
                     },
                 },
                 "ImagePatch": {
@@ -326,6 +353,18 @@ def document() -> dict[str, Any]:
                         "204": {"description": "Deleted; its images have no folder now"},
                         **_COMMON_ERRORS,
                         "404": _error("No such folder"),
+                    },
+                },
+            },
+            "/v3/images/{image_id}/stats": {
+                "parameters": [_IMAGE_ID],
+                "get": {
+                    "operationId": "getImageStats",
+                    "summary": "How often the image was fetched through /i/ (GETs: 200, 206, 304)",
+                    "responses": {
+                        "200": _json("ImageStats", "The image's fetch statistics"),
+                        **_COMMON_ERRORS,
+                        "404": _error("No such image for this tenant, or it was deleted"),
                     },
                 },
             },

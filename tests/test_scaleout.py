@@ -12,15 +12,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests import images
 from tests.api_helpers import assert_error, uploaded, wait_until
-from tests.conftest import Response, Server
-from tests.pg_server import PostgresServer
+from tests.conftest import Response, ScaledOut, Server, servers_on
+from tests.pg_server import PostgresServer, running_postgres
 from tests.s3_server import S3Target, SeaweedFS
 from tests.soak import ROOT, ServerProcess, create_key
 from tests.test_crash import ROUNDS, Ledger, Load, check_library, noisy_jpeg
@@ -123,10 +126,27 @@ def warm(node: Server, image: dict[str, Any], data: bytes) -> None:
         assert (resp.status, resp.body) == (200, data)
 
 
-def test_database_stopped_then_restarted_under_a_serving_node(
-    server_factory: Any, postgres_server: PostgresServer, tmp_path: Path
-) -> None:
-    node = server_factory(tmp_path / "library")
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Isolated]:
+    """A PostgreSQL and a SeaweedFS of this test's own, to stop and start: the session's
+    servers (and every other test) never see the outage."""
+    with running_postgres() as postgres, SeaweedFS() as seaweedfs:
+        backends = ScaledOut(postgres, seaweedfs)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+        with servers_on(backends, tmp_path) as start:
+            yield Isolated(postgres, seaweedfs, start(tmp_path / "library"))
+
+
+@dataclass
+class Isolated:
+    postgres: PostgresServer
+    seaweedfs: SeaweedFS
+    node: Server
+
+
+def test_database_stopped_then_restarted_under_a_serving_node(isolated: Isolated) -> None:
+    node, postgres_server = isolated.node, isolated.postgres
     hot_data, cold_data = images.png(30, 20), images.png(31, 20)
     hot = uploaded(node, hot_data, "hot.png")
     cold = uploaded(node, cold_data, "cold.png")
@@ -150,10 +170,8 @@ def test_database_stopped_then_restarted_under_a_serving_node(
     assert node.upload(images.png(33, 20), "after.png").status == 201
 
 
-def test_object_store_stopped_then_restarted_under_a_serving_node(
-    server_factory: Any, seaweedfs: SeaweedFS, tmp_path: Path
-) -> None:
-    node = server_factory(tmp_path / "library")
+def test_object_store_stopped_then_restarted_under_a_serving_node(isolated: Isolated) -> None:
+    node, seaweedfs = isolated.node, isolated.seaweedfs
     hot_data, cold_data = images.png(30, 20), images.png(31, 20)
     hot = uploaded(node, hot_data, "hot.png")
     cold = uploaded(node, cold_data, "cold.png")

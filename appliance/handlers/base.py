@@ -11,6 +11,8 @@ import tornado.web
 
 from appliance.config import Settings
 from appliance.errors import ApiError, error_body, generic_code, generic_message
+from appliance.fetchstats import FetchCounter
+from appliance.health import Readiness
 from appliance.library import Library
 from appliance.ratelimit import FailureLimiter
 from appliance.store import ImageRecord, KeyStore
@@ -31,11 +33,14 @@ class Services:
     settings: Settings
     library: Library
     keys: KeyStore
+    fetch_stats: FetchCounter
+    readiness: Readiness
     auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
 
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
+    error_code: str | None = None  # the code of the error answered, for the metrics
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -67,6 +72,7 @@ class BaseHandler(tornado.web.RequestHandler):
             else:
                 message = generic_message(status_code, reason)
             body = error_body(status_code, generic_code(status_code), message)
+        self.error_code = body["error"]["code"]
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -77,9 +83,41 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(payload)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError) and value.status < 500:
-            return  # an answer, not a failure
-        super().log_exception(typ, value, tb)
+        """Once per failed request: an ApiError under 500 is an answer, not a failure; 503 and
+        507 are the storage's state, one line; anything else is a bug, with its traceback
+        (and the one it was raised from). The request line never includes a header."""
+        if isinstance(value, ApiError):
+            if value.status < 500:
+                return
+            if value.status in (503, 507):
+                cause = value.__cause__ or value.__context__
+                log.warning(
+                    "%s answered %d: %s%s",
+                    self._request_summary(),
+                    value.status,
+                    value.message,
+                    f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+                    extra={"request": self._request_summary(), "status": value.status},
+                )
+                return
+            log.error(
+                "%s failed: %s",
+                self._request_summary(),
+                value,
+                exc_info=(typ, value, tb),
+                extra={"request": self._request_summary(), "status": value.status},
+            )
+            return
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)  # Tornado's own 4xx (bad arguments...)
+            return
+        log.error(
+            "%s failed: uncaught %s",
+            self._request_summary(),
+            typ.__name__,
+            exc_info=(typ, value, tb),
+            extra={"request": self._request_summary(), "status": 500},
+        )
 
     def send_api_error(self, error: ApiError) -> None:
         """Answer with an error from outside the handler method (e.g. while streaming)."""

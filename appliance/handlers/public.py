@@ -77,6 +77,9 @@ class RepresentationCache:
         self.max_body = max_body
         self._entries: OrderedDict[tuple[str, str | None], Representation] = OrderedDict()
         self._bytes = 0
+        # Answers made from memory and answers that loaded first (read by the metrics).
+        self.hits = 0
+        self.misses = 0
 
     def get(self, key: tuple[str, str | None]) -> Representation | None:
         rep = self._entries.get(key)
@@ -200,9 +203,14 @@ class PublicImageHandler(BaseHandler):
         rep = self.cache.get((image_id, variant))
         reader = None
         if rep is None:
+            self.cache.misses += 1
             rep, reader = await self._load(record, variant)
+        else:
+            self.cache.hits += 1
         try:
             byte_range = self._send(rep, include_body)
+            if include_body:  # a GET answered 200, 206 or 304 is a fetch; HEAD is not
+                self.services.fetch_stats.count(image_id, self.request.headers.get("User-Agent"))
             if not self._finished:
                 await self._stream(record, rep, byte_range, reader)
         finally:

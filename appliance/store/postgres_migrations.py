@@ -162,7 +162,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        "0007_folders_and_sorts",
+        "0007_fetch_counts",
+        # Fetches through /i/ per image, UTC day and client family, as in SQLite's
+        # 0009_fetch_counts: nodes flush in-memory counts as additive upserts.
+        """
+        CREATE TABLE image_fetches (
+            image_id text NOT NULL,
+            day text NOT NULL,
+            client text NOT NULL,
+            fetches bigint NOT NULL,
+            last_fetched_at text NOT NULL,
+            PRIMARY KEY (image_id, day, client)
+        );
+        """,
+    ),
+    (
+        "0008_folders_and_sorts",
         # Folders created empty (POST /v3/folders) are recorded here until deleted; a folder
         # that holds live images exists without a row. Indexes for the list's other orders;
         # names sort as SQLite's NOCASE does: ASCII letters folded, then code points.

@@ -188,7 +188,24 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        "0009_folders_and_sorts",
+        "0009_fetch_counts",
+        # Fetches through /i/ per image, UTC day and client family. Nodes flush their
+        # in-memory counts as additive upserts (fetches = fetches + n), so counts from any
+        # number of nodes and restarts add up. Rows outlive a delete (the image's stats are
+        # 404 then, like the image); they are a few bytes per image and day.
+        """
+        CREATE TABLE image_fetches (
+            image_id TEXT NOT NULL,
+            day TEXT NOT NULL,                  -- YYYY-MM-DD, UTC
+            client TEXT NOT NULL,               -- gmail, yahoo, outlook, apple, other
+            fetches INTEGER NOT NULL,
+            last_fetched_at TEXT NOT NULL,      -- RFC 3339 UTC
+            PRIMARY KEY (image_id, day, client)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        "0010_folders_and_sorts",
         # Folders created empty (POST /v3/folders) are recorded here until deleted; a folder
         # that holds live images exists without a row. Indexes for the list's other orders.
         """
