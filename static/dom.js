@@ -160,6 +160,7 @@ export function timeAgo(iso, now = Date.now()) {
   const then = new Date(iso).getTime();
   if (Number.isNaN(then)) return String(iso);
   const seconds = Math.round((then - now) / 1000);
+  if (Math.abs(seconds) < 45) return seconds <= 0 ? "a few seconds ago" : "in a few seconds";
   for (const [unit, size] of STEPS) {
     if (Math.abs(seconds) >= size || unit === "second") return RELATIVE.format(Math.round(seconds / size), unit);
   }

@@ -24,18 +24,13 @@ REQUIRED_CSP = (
 
 
 VARIANT_PATH = re.compile(r"/i/img_[A-Za-z0-9]+/w\d+\.(png|jpg|gif|webp)$")
-STATS_PATH = re.compile(r"/v3/images/img_[A-Za-z0-9]+/stats$")
 
 
 def variant_refusal(message: str) -> bool:
-    """A console line for a resource of another branch that is not here yet: a resized
-    variant (/i/{id}/w{N}.{ext}; the gallery then shows the thumbnail) or an image's fetch
-    statistics (/v3/images/{id}/stats; the gallery then says nothing of them). Both answer
-    404 until the variants and statistics branches merge."""
+    """A console line for a resized variant that did not load (the gallery then shows the
+    thumbnail). Until the variants branch merges, /i/{id}/w{N}.{ext} answers 404 here."""
     text, _, url = message.partition(" @ ")
-    if "Failed to load resource" not in text:
-        return False
-    return bool(VARIANT_PATH.search(url) or STATS_PATH.search(url))
+    return "Failed to load resource" in text and bool(VARIANT_PATH.search(url))
 
 
 def api_images(server: Any, key: str | None = None, **query: str) -> dict[str, Any]:

@@ -347,8 +347,12 @@ def test_bulk_delete_one_confirmation_then_undo_window(gallery: Gallery, server:
     confirm = page.locator("#confirm-dialog")
     expect(confirm.get_by_role("heading")).to_have_text("Delete 2 images?")
     expect(confirm).to_contain_text("Emails that were already sent with these images")
-    # No fetch statistics on this server (yet): nothing is said about them, nothing breaks.
-    expect(confirm.locator("#confirm-stats")).to_be_hidden()
+    # How many of them were fetched lately (the gallery's own loads count too).
+    expect(confirm.locator("#confirm-stats")).to_have_text(
+        re.compile(r"^(None of them was fetched in the last 30 days\.|\d+ (was|were) fetched "
+                   r"in the last 30 days \(\d+ times? in all, last .+ ago\): emails that show "
+                   r"them will show a broken image\.)$")
+    )
     deletes: list[tuple[str, int]] = []
     page.on("response", lambda r: deletes.append((r.url, r.status))
             if r.request.method == "DELETE" else None)
@@ -364,21 +368,35 @@ def test_bulk_delete_one_confirmation_then_undo_window(gallery: Gallery, server:
     assert [i["filename"] for i in api_images(server)["images"]] == ["a.png"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs GET /v3/images/{id}/stats from the fetch-statistics branch (404 here)",
-)
-def test_delete_confirmation_names_recent_fetches(gallery: Gallery, server: Any) -> None:
-    page = gallery.page
+def test_delete_confirmation_names_recent_fetches(
+    browser: Browser, server_factory: Any
+) -> None:
+    server = server_factory(flush_interval=0.1)  # fetch counts written at once
     image = seed(server, png(), "popular.png")
+    quiet = seed(server, png(9, 9), "quiet.png")
     for _ in range(3):
         assert server.request("GET", f"/i/{image['id']}").status == 200
-    gallery.sign_in()
-    gallery.open_details("popular.png").get_by_role("button", name="Delete image…").click()
-    expect(page.locator("#confirm-stats")).to_have_text(
-        re.compile(r"^Fetched 3 times in the last 30 days, last (now|\d+ seconds? ago): "
-                   r"emails that show it will show a broken image\.$")
-    )
+    context = make_context(browser, server.base_url)
+    try:
+        page = context.new_page()
+        gallery = Gallery(page, server)
+        gallery.sign_in()
+        page.wait_for_timeout(400)  # the counts are flushed every 0.1 s here
+        dialog = gallery.open_details("popular.png")
+        # The details show the statistics too.
+        expect(dialog.locator("#details-stats")).to_be_visible()
+        expect(dialog.locator("#details-stats")).to_contain_text("Last 30 days")
+        dialog.get_by_role("button", name="Delete image…").click()
+        stats = page.locator("#confirm-stats")
+        expect(stats).to_have_text(
+            re.compile(r"^Fetched \d+ times in the last 30 days, last a few seconds ago: "
+                       r"emails that show it will show a broken image\.$")
+        )
+        fetched = int(re.findall(r"\d+", stats.inner_text())[0])
+        assert fetched >= 3  # ours, and the gallery's own loads of the image
+        assert server.request("GET", f"/v3/images/{quiet['id']}").status == 200
+    finally:
+        context.close()
 
 
 # ------------------------------------------------------------------------------------------
