@@ -22,6 +22,8 @@ from appliance.config import Settings, static_dir
 from appliance.fastpath import FastPublicRouter
 from appliance.handlers.api import (
     ApiNotFoundHandler,
+    FolderCountsHandler,
+    FolderHandler,
     FoldersHandler,
     ImageHandler,
     ImagesHandler,
@@ -57,6 +59,8 @@ def make_app(
         (r"/v3/images/folders/?", FoldersHandler, deps, "/v3/images/folders"),
         (r"/v3/images/([^/]+)/stats/?", ImageStatsHandler, deps, "/v3/images/{id}/stats"),
         (r"/v3/images/([^/]+)/?", ImageHandler, deps, "/v3/images/{id}"),
+        (r"/v3/folders/?", FolderCountsHandler, deps, "/v3/folders"),
+        (r"/v3/folders/([^/]+)/?", FolderHandler, deps, "/v3/folders/{name}"),
         (r"/v3/openapi.json", OpenApiHandler, deps, "/v3/openapi.json"),
         (r"/v3(?:/.*)?", ApiNotFoundHandler, deps, "/v3/*"),
         (r"/i/(.*)", PublicImageHandler, {**deps, "cache": cache}, "/i/{id}"),

@@ -50,6 +50,11 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"

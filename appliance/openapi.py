@@ -7,6 +7,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.fetchstats import CLIENTS
+from appliance.store.interface import SORTS
 from appliance.uploads import MAX_FILE_BYTES
 from appliance.validation import (
     MAX_ALT_TEXT,
@@ -46,6 +47,15 @@ _IMAGE_ID = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 
+_FOLDER_NAME = {
+    "name": "folder_name",
+    "in": "path",
+    "required": True,
+    "description": "The folder's name, percent-encoded (a name may hold any character but "
+    "control characters, '/' included as %2F).",
+    "schema": {**_FOLDER, "minLength": 1},
+}
+
 _COMMON_ERRORS = {
     "400": _error("Bad input"),
     "401": _error("Missing, invalid or revoked API key"),
@@ -75,7 +85,10 @@ def document() -> dict[str, Any]:
             "title": "Pictor images API",
             "version": __version__,
             "description": "The tenant image library. Public image URLs are served at "
-            "/i/{image_id} without authentication.",
+            "/i/{image_id} without authentication. Bulk work (moving or deleting many "
+            "images) is a loop over PATCH and DELETE /v3/images/{image_id}, at most four "
+            "requests at a time: each image succeeds or fails on its own, with its own "
+            "error.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -105,6 +118,44 @@ def document() -> dict[str, Any]:
                     "additionalProperties": False,
                     "required": ["folders"],
                     "properties": {"folders": {"type": "array", "items": {"type": "string"}}},
+                },
+                "FolderCount": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "image_count"],
+                    "properties": {
+                        "name": {**_FOLDER, "minLength": 1},
+                        "image_count": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "FolderCounts": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["folders", "image_count"],
+                    "properties": {
+                        "folders": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/FolderCount"},
+                        },
+                        "image_count": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "FolderName": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {"name": {**_FOLDER, "minLength": 1}},
+                },
+                "FolderRename": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "image_count", "moved", "merged"],
+                    "properties": {
+                        "name": {**_FOLDER, "minLength": 1},
+                        "image_count": {"type": "integer", "minimum": 0},
+                        "moved": {"type": "integer", "minimum": 0},
+                        "merged": {"type": "boolean"},
+                    },
                 },
                 "ImageStats": {
                     "type": "object",
@@ -179,6 +230,19 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
                         },
                         {
+                            "name": "sort",
+                            "in": "query",
+                            "description": "newest (upload order, the default), oldest, name "
+                            "(filename A to Z, case-insensitive) or size (largest first).",
+                            "schema": {"enum": list(SORTS)},
+                        },
+                        {
+                            "name": "missing_alt_text",
+                            "in": "query",
+                            "description": "true: only images whose alt text is empty.",
+                            "schema": {"enum": ["true", "false"]},
+                        },
+                        {
                             "name": "page",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
@@ -228,6 +292,69 @@ def document() -> dict[str, Any]:
                     "summary": "Folder names in use, sorted",
                     "responses": {"200": _json("Folders", "The folders"), **_COMMON_ERRORS},
                 }
+            },
+            "/v3/folders": {
+                "get": {
+                    "operationId": "listFolderCounts",
+                    "summary": "Every folder with its live images, created empty ones included",
+                    "description": "A folder exists while it holds live images, and from "
+                    "POST /v3/folders until DELETE. image_count at the top is the tenant's "
+                    "live images in all.",
+                    "responses": {
+                        "200": _json("FolderCounts", "The folders and their counts"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+                "post": {
+                    "operationId": "createFolder",
+                    "summary": "Create an empty folder",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/FolderName"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("FolderCount", "The new, empty folder"),
+                        **_COMMON_ERRORS,
+                        "409": _error("A folder of that name exists"),
+                        "413": _error("The body is too large"),
+                    },
+                },
+            },
+            "/v3/folders/{folder_name}": {
+                "parameters": [_FOLDER_NAME],
+                "patch": {
+                    "operationId": "renameFolder",
+                    "summary": "Rename a folder; onto an existing folder, the two merge",
+                    "description": "Every live image of the folder moves to the new name "
+                    "in one transaction (their updated_at changes; their URLs do not).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/FolderName"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("FolderRename", "What the rename did"),
+                        **_COMMON_ERRORS,
+                        "404": _error("No such folder"),
+                        "413": _error("The body is too large"),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteFolder",
+                    "summary": "Delete a folder; its images stay, without a folder",
+                    "responses": {
+                        "204": {"description": "Deleted; its images have no folder now"},
+                        **_COMMON_ERRORS,
+                        "404": _error("No such folder"),
+                    },
+                },
             },
             "/v3/images/{image_id}/stats": {
                 "parameters": [_IMAGE_ID],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from appliance.errors import BadRequest
+from appliance.store.interface import SORTS
 
 MAX_ALT_TEXT = 1_000
 MAX_FOLDER = 100
@@ -90,3 +91,34 @@ def sha256(value: str | None) -> str | None:
             code="invalid_parameter",
         )
     return lowered
+
+
+
+def sort(value: str | None) -> str:
+    """The list's order; newest (upload order) when not given."""
+    if value is None or value == "":
+        return "newest"
+    if value not in SORTS:
+        raise BadRequest(
+            f"sort must be one of {', '.join(SORTS)}, not {value[:40]!r}.",
+            code="invalid_parameter",
+        )
+    return value
+
+
+def flag(name: str, value: str | None) -> bool:
+    """A boolean query parameter: `true` or `false` (absent is false)."""
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise BadRequest(f"{name} must be true or false, not {value[:40]!r}.", code="invalid_parameter")
+
+
+def folder_name(value: object) -> str:
+    """A folder's name where one is required (creating and renaming folders)."""
+    if not isinstance(value, str) or value == "":
+        raise BadRequest("name must be a folder name of 1 to 100 characters.", code="invalid_field")
+    name = folder(value)
+    assert name is not None
+    return name

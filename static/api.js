@@ -46,6 +46,7 @@ export class Api {
   constructor(key, onUnauthorized = () => {}) {
     this.key = key;
     this.onUnauthorized = onUnauthorized;
+    this.noStats = false;
   }
 
   async request(method, path, { json, signal } = {}) {
@@ -74,17 +75,58 @@ export class Api {
     return text ? JSON.parse(text) : null;
   }
 
-  list({ folder, search, page, pageSize }, signal) {
+  list({ folder, search, sort, missingAlt, page, pageSize }, signal) {
     const params = new URLSearchParams();
     if (folder) params.set("folder", folder);
     if (search) params.set("search", search);
+    if (sort && sort !== "newest") params.set("sort", sort);
+    if (missingAlt) params.set("missing_alt_text", "true");
     params.set("page", String(page));
     params.set("page_size", String(pageSize));
     return this.request("GET", `/v3/images?${params}`, { signal });
   }
 
+  /** Images whose bytes have this SHA-256 (the duplicate check before an upload). */
+  bySha256(hex) {
+    return this.request("GET", `/v3/images?sha256=${encodeURIComponent(hex)}&page_size=10`);
+  }
+
+  /** The folder names in use (the contract's shape, used to check a key). */
   folders() {
     return this.request("GET", "/v3/images/folders");
+  }
+
+  /** Every folder with its count of images, created (empty) ones included. */
+  folderCounts() {
+    return this.request("GET", "/v3/folders");
+  }
+
+  createFolder(name) {
+    return this.request("POST", "/v3/folders", { json: { name } });
+  }
+
+  /** Rename; onto an existing folder this merges the two. */
+  renameFolder(name, newName) {
+    return this.request("PATCH", `/v3/folders/${encodeURIComponent(name)}`, { json: { name: newName } });
+  }
+
+  /** Delete the folder; its images stay, without a folder. */
+  deleteFolder(name) {
+    return this.request("DELETE", `/v3/folders/${encodeURIComponent(name)}`);
+  }
+
+  /** Fetch statistics of one image, or null where the server keeps none (404). */
+  async stats(id) {
+    if (this.noStats) return null;
+    try {
+      return await this.request("GET", `/v3/images/${encodeURIComponent(id)}/stats`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        if (err.code === "route_not_found") this.noStats = true;
+        return null;
+      }
+      throw err;
+    }
   }
 
   get(id) {

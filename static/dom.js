@@ -56,12 +56,74 @@ export function escapeAttribute(value) {
     .replaceAll("'", "&#39;");
 }
 
-/** An email-ready <img> tag: absolute src, alt, width and height, attributes escaped. */
-export function imgTag(image) {
+// The proxy's resized variants (/i/{id}/w{N}.{ext}); never upscaled: at or above the
+// original's width a variant is the original's size.
+export const VARIANT_WIDTHS = [160, 320, 480, 600, 800, 1200, 1600, 2000];
+const EXTENSIONS = { "image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp" };
+
+/** Absolute URL of the variant `width` wide; `emailSafe` turns WebP into JPEG for old mail clients. */
+export function variantUrl(image, width, { emailSafe = false } = {}) {
+  let ext = EXTENSIONS[image.mime_type] || "jpg";
+  if (emailSafe && ext === "webp") ext = "jpg";
+  return `${image.url}/w${width}.${ext}`;
+}
+
+/** The widths worth offering for an image, each with the width the variant really has. */
+export function variantWidths(image, maxWidth = 2000) {
+  const own = Number(image.width) || maxWidth;
+  const out = [];
+  for (const w of VARIANT_WIDTHS) {
+    if (w > maxWidth) break;
+    if (w < own) out.push([w, w]);
+    else {
+      out.push([w, own]); // the first width at or above the original: the original's size
+      break;
+    }
+  }
+  if (out.length === 0) out.push([VARIANT_WIDTHS[0], Math.min(own, VARIANT_WIDTHS[0])]);
+  return out;
+}
+
+/** A srcset attribute value; `map` turns each absolute URL into the one to use. */
+export function srcsetFor(image, maxWidth, map = (u) => u) {
+  return variantWidths(image, maxWidth)
+    .map(([w, real]) => `${map(variantUrl(image, w))} ${real}w`)
+    .join(", ");
+}
+
+function scaled(image, width) {
+  const w = Math.max(1, Math.min(width, Number(image.width) || width));
+  const hgt = Math.max(1, Math.round((Number(image.height) || w) * (w / (Number(image.width) || w))));
+  return [w, hgt];
+}
+
+/** An <img> for email: the 1200-pixel variant shown 600 pixels wide (sharp on 2x screens),
+ *  or the image's own width when it is narrower; width, height and alt always present. */
+export function emailImgTag(image) {
+  const [w, hgt] = scaled(image, 600);
   return (
-    `<img src="${escapeAttribute(image.url)}" alt="${escapeAttribute(image.alt_text || "")}"` +
-    ` width="${Number(image.width)}" height="${Number(image.height)}">`
+    `<img src="${escapeAttribute(variantUrl(image, 1200, { emailSafe: true }))}"` +
+    ` alt="${escapeAttribute(image.alt_text || "")}" width="${w}" height="${hgt}"` +
+    ` border="0" style="display:block;max-width:100%;height:auto">`
   );
+}
+
+/** Responsive HTML for a web page: srcset over the variants, intrinsic width and height. */
+export function webImgTag(image) {
+  const [w] = scaled(image, 800);
+  return (
+    `<img src="${escapeAttribute(variantUrl(image, 800))}"` +
+    ` srcset="${escapeAttribute(srcsetFor(image, 2000))}"` +
+    ` sizes="(max-width: ${w}px) 100vw, ${w}px"` +
+    ` width="${Number(image.width)}" height="${Number(image.height)}"` +
+    ` alt="${escapeAttribute(image.alt_text || "")}" loading="lazy" decoding="async">`
+  );
+}
+
+/** Markdown image: alt text with its brackets and backslashes escaped. */
+export function markdownImage(image) {
+  const alt = String(image.alt_text || "").replace(/[\\[\]]/g, (c) => `\\${c}`).replace(/\s+/g, " ");
+  return `![${alt}](${String(image.url).replace(/[()\s]/g, encodeURIComponent)})`;
 }
 
 const SIZE_UNITS = ["bytes", "KB", "MB", "GB"];
@@ -88,6 +150,39 @@ export function timeElement(iso) {
   const date = new Date(iso);
   const text = Number.isNaN(date.getTime()) ? String(iso) : DATE.format(date);
   return h("time", { datetime: iso, title: iso, text });
+}
+
+const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const STEPS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]];
+
+/** "3 minutes ago", from an ISO time. */
+export function timeAgo(iso, now = Date.now()) {
+  const then = new Date(iso).getTime();
+  if (Number.isNaN(then)) return String(iso);
+  const seconds = Math.round((then - now) / 1000);
+  if (Math.abs(seconds) < 45) return seconds <= 0 ? "a few seconds ago" : "in a few seconds";
+  for (const [unit, size] of STEPS) {
+    if (Math.abs(seconds) >= size || unit === "second") return RELATIVE.format(Math.round(seconds / size), unit);
+  }
+  return String(iso);
+}
+
+/** The image type a file's first bytes say, as the server decides it; null if none of ours. */
+export async function sniffImageType(file) {
+  const b = new Uint8Array(await file.slice(0, 12).arrayBuffer());
+  const at = (offset, text) => [...text].every((c, i) => b[offset + i] === c.charCodeAt(0));
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "image/jpeg";
+  if (b[0] === 0x89 && at(1, "PNG\r\n\x1a\n")) return "image/png";
+  if (at(0, "GIF87a") || at(0, "GIF89a")) return "image/gif";
+  if (at(0, "RIFF") && at(8, "WEBP")) return "image/webp";
+  return null;
+}
+
+/** Hex SHA-256 of a file, or null where the browser offers no digest (plain http on a LAN). */
+export async function sha256Hex(file) {
+  if (!globalThis.crypto?.subtle) return null;
+  const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+  return [...new Uint8Array(digest)].map((x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 /** Call `fn` once `wait` ms have passed without another call. */

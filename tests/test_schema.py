@@ -45,6 +45,7 @@ CHECKS = [
 ]
 SUCCESS = {"listImages": 200, "uploadImage": 201, "listFolders": 200, "getImage": 200}
 SUCCESS |= {"updateImage": 200, "deleteImage": 204, "getImageStats": 200}
+SUCCESS |= {"listFolderCounts": 200, "createFolder": 201, "renameFolder": 200, "deleteFolder": 204}
 OPERATIONS = list(SUCCESS)
 
 
@@ -83,6 +84,10 @@ def fuzz(server: Server, operation_id: str, mode: GenerationMode) -> Counter[int
         if mode is GenerationMode.POSITIVE:
             if "image_id" in (case.path_parameters or {}):
                 case.path_parameters["image_id"] = real
+            if "folder_name" in (case.path_parameters or {}):
+                # A real folder, made again before each example (renames and deletes end it).
+                server.request("POST", "/v3/folders", json_body={"name": "fuzzed"})
+                case.path_parameters["folder_name"] = "fuzzed"
             if isinstance(case.body, dict) and "file" in case.body:
                 case.body["file"] = images.png(9, 7)  # a real image: valid data, not just bytes
         # The key is always sent: schemathesis may also drop or mangle Authorization.
@@ -94,6 +99,8 @@ def fuzz(server: Server, operation_id: str, mode: GenerationMode) -> Counter[int
             expected = {SUCCESS[operation_id]}
             if operation_id == "deleteImage":
                 expected.add(404)  # the same real id may be drawn twice
+            if operation_id == "createFolder":
+                expected.add(409)  # the same name may be drawn twice
             assert response.status_code in expected, (response.status_code, response.text[:300])
         case.validate_response(response, checks=checks)
 
@@ -167,7 +174,7 @@ def test_the_document_lists_exactly_the_routes_the_app_serves(server: Server) ->
     routes = app_routes(server)
     documented: set[tuple[str, str]] = set()
     for path, item in document["paths"].items():
-        concrete = path.replace("{image_id}", "img_" + "A" * 22)
+        concrete = path.replace("{image_id}", "img_" + "A" * 22).replace("{folder_name}", "x")
         pattern, methods = next(r for r in routes if re.fullmatch(r[0], concrete))
         for method in set(item) - {"parameters"}:
             assert method.upper() in methods, (method, path, pattern)
@@ -175,13 +182,13 @@ def test_the_document_lists_exactly_the_routes_the_app_serves(server: Server) ->
     assert documented == {(m, p) for p, methods in routes for m in methods}
     # And each documented operation answers on its documented path (not 404 or 405).
     image = uploaded(server, images.png())
+    assert server.request("POST", "/v3/folders", json_body={"name": "seed"}).status == 201
     for path, item in document["paths"].items():
         for method in item:
             if method == "parameters":
                 continue
-            resp = server.request(
-                method.upper(), path.replace("{image_id}", image["id"]), body=b"{}"
-            )
+            concrete = path.replace("{image_id}", image["id"]).replace("{folder_name}", "seed")
+            resp = server.request(method.upper(), concrete, body=b"{}")
             assert resp.status not in (404, 405), (method, path, resp.status)
             if method == "delete":
                 image = uploaded(server, images.png())

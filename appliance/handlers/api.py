@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import tornado.web
 
@@ -12,6 +13,7 @@ from appliance.blobs import TempBlob
 from appliance.errors import (
     ApiError,
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
@@ -180,6 +182,8 @@ class ImagesHandler(ApiHandler):
             sha256=sha256,
             page=page,
             page_size=page_size,
+            sort=validation.sort(self.query("sort")),
+            missing_alt_text=validation.flag("missing_alt_text", self.query("missing_alt_text")),
         )
         self.write_json(
             {
@@ -195,6 +199,68 @@ class FoldersHandler(ApiHandler):
     async def get(self) -> None:
         folders = await self.services.library.images.folders(self.tenant.id)
         self.write_json({"folders": folders})
+
+
+class FolderCountsHandler(ApiHandler):
+    """GET: every folder with its count (created, empty ones too); POST creates one."""
+
+    async def get(self) -> None:
+        images = self.services.library.images
+        folders = await images.folder_counts(self.tenant.id)
+        self.write_json(
+            {
+                "folders": [{"name": f.name, "image_count": f.image_count} for f in folders],
+                "image_count": await images.live_count(self.tenant.id),
+            }
+        )
+
+    async def post(self) -> None:
+        payload = self.json_object()
+        _only_name(payload)
+        name = validation.folder_name(payload.get("name"))
+        if not await self.services.library.images.create_folder(self.tenant.id, name):
+            raise Conflict(f"A folder named {name!r} already exists.", code="folder_exists")
+        self.set_header("Location", f"/v3/folders/{quote(name, safe='')}")
+        self.write_json({"name": name, "image_count": 0}, status=201)
+
+
+class FolderHandler(ApiHandler):
+    """PATCH renames a folder (onto an existing one: merges); DELETE keeps its images."""
+
+    async def patch(self, name: str) -> None:
+        payload = self.json_object()
+        _only_name(payload)
+        new_name = validation.folder_name(payload.get("name"))
+        result = await self.services.library.images.rename_folder(self.tenant.id, name, new_name)
+        if result is None:
+            raise _no_folder()
+        self.write_json(
+            {
+                "name": result.name,
+                "image_count": result.image_count,
+                "moved": result.moved,
+                "merged": result.merged,
+            }
+        )
+
+    async def delete(self, name: str) -> None:
+        if await self.services.library.images.delete_folder(self.tenant.id, name) is None:
+            raise _no_folder()
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+
+def _only_name(payload: dict[str, Any]) -> None:
+    unknown = sorted(set(payload) - {"name"})
+    if unknown:
+        raise BadRequest(
+            f"Unknown field(s): {', '.join(unknown)}. Send only name.", code="invalid_field"
+        )
+
+
+def _no_folder() -> NotFound:
+    return NotFound("No folder with this name.", code="folder_not_found")
 
 
 class ImageHandler(ApiHandler):

@@ -92,6 +92,29 @@ class Page:
     total: int
 
 
+# The orders of a list: newest (upload order, the default), oldest, name (filename,
+# case-insensitive A to Z) and size (largest first). Ties go by upload order.
+SORTS = ("newest", "oldest", "name", "size")
+
+
+@dataclass(frozen=True)
+class FolderCount:
+    """A folder and its live images. Empty folders exist once created, until deleted."""
+
+    name: str
+    image_count: int
+
+
+@dataclass(frozen=True)
+class FolderRename:
+    """What a rename did: `moved` images now carry `name`; `merged` when `name` existed."""
+
+    name: str
+    image_count: int
+    moved: int
+    merged: bool
+
+
 @dataclass(frozen=True)
 class Tenant:
     id: int
@@ -227,11 +250,38 @@ class ImageStore(Protocol):
         page: int,
         page_size: int,
         sha256: str | None = None,
+        sort: str = "newest",
+        missing_alt_text: bool = False,
     ) -> Page:
-        """Newest first (upload order, so ties within a second are ordered too)."""
+        """In `sort` order (one of SORTS; newest is upload order, so ties within a second
+        are ordered too). `missing_alt_text` keeps only images whose alt text is empty."""
         ...
 
-    async def folders(self, tenant_id: int) -> list[str]: ...
+    async def folders(self, tenant_id: int) -> list[str]:
+        """Names of the folders holding live images (the contract's folder list)."""
+        ...
+
+    async def folder_counts(self, tenant_id: int) -> list[FolderCount]:
+        """Every folder, by name: those holding live images and those created empty."""
+        ...
+
+    async def live_count(self, tenant_id: int) -> int:
+        """How many live images the tenant has."""
+        ...
+
+    async def create_folder(self, tenant_id: int, name: str) -> bool:
+        """Record an (empty) folder; False when a folder of that name already exists."""
+        ...
+
+    async def rename_folder(self, tenant_id: int, name: str, new_name: str) -> FolderRename | None:
+        """Move every live image of `name` to `new_name` (merging when that exists), in one
+        transaction; None when there is no folder `name`."""
+        ...
+
+    async def delete_folder(self, tenant_id: int, name: str) -> int | None:
+        """Forget the folder; its live images stay, with no folder. Returns how many
+        images that was, or None when there is no folder `name`."""
+        ...
 
     async def update(
         self, tenant_id: int, image_id: str, changes: dict[str, str | None]

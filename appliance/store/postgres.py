@@ -38,6 +38,8 @@ from appliance.store.interface import (
     CreatedKey,
     Event,
     FetchCount,
+    FolderCount,
+    FolderRename,
     ImageRecord,
     KeyRecord,
     KeyRow,
@@ -356,6 +358,32 @@ def _record(row: asyncpg.Record) -> ImageRecord:
     return ImageRecord(**dict(row.items()))
 
 
+# ORDER BY of the list's sorts, `{p}` the table's prefix (constant fragments only). Names go
+# as SQLite's NOCASE: ASCII letters folded, then code points; ties by upload order.
+_ORDERS = {
+    "newest": "{p}seq DESC",
+    "oldest": "{p}seq ASC",
+    "name": "translate({p}filename, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+    ' COLLATE "C" ASC, {p}seq ASC',
+    "size": "{p}size_bytes DESC, {p}seq DESC",
+}
+
+
+async def _folder_size(tx: Session, tenant_id: int, name: str) -> int | None:
+    """Live images in the folder (0 for a created, empty one); None when there is none."""
+    row = await tx.fetchrow(
+        "SELECT (SELECT live_images FROM folder_stats WHERE tenant_id = $1 AND folder = $2"
+        " AND live_images > 0) AS n,"
+        " EXISTS (SELECT 1 FROM folders WHERE tenant_id = $1 AND name = $2) AS created",
+        tenant_id,
+        name,
+    )
+    assert row is not None
+    if row["n"] is not None:
+        return int(row["n"])
+    return 0 if row["created"] else None
+
+
 # The batch as arrays, one per column, unnested in the order given (WITH ORDINALITY): the
 # rows an id already had (seen before the statement), the upsert, and the ids it tombstoned.
 _IMPORT_IMAGES = """
@@ -498,6 +526,8 @@ class PostgresImageStore:
         sha256: str | None = None,
         page: int,
         page_size: int,
+        sort: str = "newest",
+        missing_alt_text: bool = False,
     ) -> Page:
         """Newest first (upload order). Search is a literal, case-folded substring of the
         filename or the alt text, exactly as on SQLite: both sides are folded by
@@ -518,8 +548,11 @@ class PostgresImageStore:
         if search:
             pattern = arg(_like_contains(simple_fold(search)))
             where.append(f"(filename_folded LIKE {pattern} OR alt_text_folded LIKE {pattern})")
+        if missing_alt_text:
+            where.append("alt_text = ''")
         clause = " AND ".join(where)
-        if search or sha256 is not None:
+        order = _ORDERS.get(sort, _ORDERS["newest"])
+        if search or sha256 is not None or missing_alt_text:
             total = f"SELECT count(*) FROM images WHERE {clause}"
         elif folder is not None:
             total = "SELECT live_images FROM folder_stats WHERE tenant_id = $1 AND folder = $2"
@@ -532,9 +565,10 @@ class PostgresImageStore:
         rows = await self.db.fetch(
             f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE seq IN ("
             f"SELECT seq FROM images WHERE {clause} "
-            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)})) "
+            f"ORDER BY {order.format(p='')} LIMIT {arg(page_size)} "
+            f"OFFSET {arg((page - 1) * page_size)})) "
             f"SELECT coalesce(({total}), 0) AS total, page.* "
-            "FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY page.seq DESC",
+            f"FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY {order.format(p='page.')}",
             *args,
         )
         images = [
@@ -551,6 +585,90 @@ class PostgresImageStore:
             tenant_id,
         )
         return [str(r["folder"]) for r in rows]
+
+    async def folder_counts(self, tenant_id: int) -> list[FolderCount]:
+        rows = await self.db.fetch(
+            "SELECT name, sum(n) AS n FROM ("
+            " SELECT folder AS name, live_images AS n FROM folder_stats"
+            " WHERE tenant_id = $1 AND live_images > 0"
+            " UNION ALL SELECT name, 0 FROM folders WHERE tenant_id = $1"
+            ') x GROUP BY name ORDER BY name COLLATE "C"',
+            tenant_id,
+        )
+        return [FolderCount(str(r["name"]), int(r["n"])) for r in rows]
+
+    async def live_count(self, tenant_id: int) -> int:
+        value = await self.db.fetchval(
+            "SELECT coalesce((SELECT live_images FROM tenant_stats WHERE tenant_id = $1), 0)",
+            tenant_id,
+        )
+        return int(value or 0)
+
+    async def create_folder(self, tenant_id: int, name: str) -> bool:
+        if _unstorable(name):
+            return False
+        async with self.db.transaction() as tx:
+            if await _folder_size(tx, tenant_id, name) is not None:
+                return False
+            status = await tx.execute(
+                "INSERT INTO folders (tenant_id, name, created_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                tenant_id,
+                name,
+                utcnow(),
+            )
+        return status.endswith(" 1")
+
+    async def rename_folder(self, tenant_id: int, name: str, new_name: str) -> FolderRename | None:
+        if _unstorable(name, new_name):
+            return None
+        async with self.db.transaction() as tx:
+            if await _folder_size(tx, tenant_id, name) is None:
+                return None
+            target = await _folder_size(tx, tenant_id, new_name)
+            if new_name == name:
+                return FolderRename(name, target or 0, 0, False)
+            status = await tx.execute(
+                "UPDATE images SET folder = $3, updated_at = $4 "
+                "WHERE tenant_id = $1 AND folder = $2 AND deleted_at IS NULL",
+                tenant_id,
+                name,
+                new_name,
+                utcnow(),
+            )
+            # A created folder stays one under its new name (unless it merged into another).
+            await tx.execute(
+                "INSERT INTO folders (tenant_id, name, created_at) "
+                "SELECT tenant_id, $3, created_at FROM folders WHERE tenant_id = $1 AND name = $2 "
+                "ON CONFLICT DO NOTHING",
+                tenant_id,
+                name,
+                new_name,
+            )
+            await tx.execute(
+                "DELETE FROM folders WHERE tenant_id = $1 AND name = $2", tenant_id, name
+            )
+        moved = int(status.split()[-1])
+        # (The counters are kept by triggers deferred to commit: add, don't read them back.)
+        return FolderRename(new_name, (target or 0) + moved, moved, target is not None)
+
+    async def delete_folder(self, tenant_id: int, name: str) -> int | None:
+        if _unstorable(name):
+            return None
+        async with self.db.transaction() as tx:
+            if await _folder_size(tx, tenant_id, name) is None:
+                return None
+            status = await tx.execute(
+                "UPDATE images SET folder = NULL, updated_at = $3 "
+                "WHERE tenant_id = $1 AND folder = $2 AND deleted_at IS NULL",
+                tenant_id,
+                name,
+                utcnow(),
+            )
+            await tx.execute(
+                "DELETE FROM folders WHERE tenant_id = $1 AND name = $2", tenant_id, name
+            )
+        return int(status.split()[-1])
 
     async def update(
         self, tenant_id: int, image_id: str, changes: dict[str, str | None]

@@ -176,4 +176,24 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0008_folders_and_sorts",
+        # Folders created empty (POST /v3/folders) are recorded here until deleted; a folder
+        # that holds live images exists without a row. Indexes for the list's other orders;
+        # names sort as SQLite's NOCASE does: ASCII letters folded, then code points.
+        """
+        CREATE TABLE folders (
+            tenant_id bigint NOT NULL REFERENCES tenants(id),
+            name text NOT NULL,
+            created_at text NOT NULL,
+            PRIMARY KEY (tenant_id, name)
+        );
+        CREATE INDEX images_live_by_name ON images
+            (tenant_id, (translate(filename, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+                                   'abcdefghijklmnopqrstuvwxyz') COLLATE "C"), seq)
+            WHERE deleted_at IS NULL;
+        CREATE INDEX images_live_by_size ON images (tenant_id, size_bytes, seq)
+            WHERE deleted_at IS NULL;
+        """,
+    ),
 )

@@ -29,6 +29,8 @@ from appliance.store.interface import (
     CreatedKey,
     Event,
     FetchCount,
+    FolderCount,
+    FolderRename,
     ImageRecord,
     KeyRecord,
     KeyRow,
@@ -176,9 +178,11 @@ class SQLiteImageStore:
         page: int,
         page_size: int,
         sha256: str | None = None,
+        sort: str = "newest",
+        missing_alt_text: bool = False,
     ) -> Page:
-        """Newest first (upload order, so ties within a second are ordered too)."""
-        source, order = "images i", "i.seq"
+        """In `sort` order; newest is upload order, so ties within a second are ordered too."""
+        source, order = "images i", "i.seq DESC"
         where = ["i.tenant_id = ?", "i.deleted_at IS NULL"]
         params: list[Any] = [tenant_id]
         indexed = bool(search) and len(search or "") >= MIN_INDEXED_SEARCH
@@ -187,7 +191,7 @@ class SQLiteImageStore:
             # The index drives: FTS5 yields its matches newest first (by rowid, which is
             # seq) and each is looked up by primary key, so a page stops after its rows.
             # (Driven by images instead, SQLite ran the MATCH once per row: seconds.)
-            source, order = "images_fts f CROSS JOIN images i ON i.seq = f.rowid", "f.rowid"
+            source, order = "images_fts f CROSS JOIN images i ON i.seq = f.rowid", "f.rowid DESC"
             where.insert(0, "images_fts MATCH ?")
             params.insert(0, _phrase(simple_fold(search)))
         if folder is not None:
@@ -196,23 +200,19 @@ class SQLiteImageStore:
         if sha256 is not None:
             where.append("i.sha256 = ?")
             params.append(sha256)
+        if missing_alt_text:
+            where.append("i.alt_text = ''")
+        order = _ORDERS.get(sort, order)
         if search and not indexed:
             condition, values = _short_search(search)
             where.append(condition)
             params += values
         clause = " AND ".join(where)
-        total = await self._total(
-            tenant_id,
-            folder is not None or sha256 is not None,
-            search,
-            indexed,
-            source,
-            clause,
-            params,
-        )
+        filtered = folder is not None or sha256 is not None or missing_alt_text
+        total = await self._total(tenant_id, filtered, search, indexed, source, clause, params)
         rows = await self.db.fetchall(
             f"SELECT {_I_COLUMNS} FROM {source} WHERE {clause} "
-            f"ORDER BY {order} DESC LIMIT ? OFFSET ?",
+            f"ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, page_size, (page - 1) * page_size],
         )
         return Page([_record(r) for r in rows], total)
@@ -256,6 +256,76 @@ class SQLiteImageStore:
             (tenant_id,),
         )
         return [str(r[0]) for r in rows]
+
+    async def folder_counts(self, tenant_id: int) -> list[FolderCount]:
+        rows = await self.db.fetchall(
+            "SELECT name, sum(n) FROM ("
+            " SELECT folder AS name, live_images AS n FROM folder_stats"
+            " WHERE tenant_id = ? AND live_images > 0"
+            " UNION ALL SELECT name, 0 FROM folders WHERE tenant_id = ?"
+            ") GROUP BY name ORDER BY name",
+            (tenant_id, tenant_id),
+        )
+        return [FolderCount(str(r[0]), int(r[1])) for r in rows]
+
+    async def live_count(self, tenant_id: int) -> int:
+        row = await self.db.fetchone(
+            "SELECT coalesce((SELECT live_images FROM tenant_stats WHERE tenant_id = ?), 0)",
+            (tenant_id,),
+        )
+        return int(row[0]) if row else 0
+
+    async def create_folder(self, tenant_id: int, name: str) -> bool:
+        if "\x00" in name:
+            return False
+        async with self.db.transaction() as conn:
+            if await _folder_size(conn, tenant_id, name) is not None:
+                return False
+            await conn.execute(
+                "INSERT INTO folders (tenant_id, name, created_at) VALUES (?, ?, ?)",
+                (tenant_id, name, utcnow()),
+            )
+        return True
+
+    async def rename_folder(self, tenant_id: int, name: str, new_name: str) -> FolderRename | None:
+        async with self.db.transaction() as conn:
+            if await _folder_size(conn, tenant_id, name) is None:
+                return None
+            target = await _folder_size(conn, tenant_id, new_name)
+            if new_name == name:
+                return FolderRename(name, target or 0, 0, False)
+            cursor = await conn.execute(
+                "UPDATE images SET folder = ?, updated_at = ? "
+                "WHERE tenant_id = ? AND folder = ? AND deleted_at IS NULL",
+                (new_name, utcnow(), tenant_id, name),
+            )
+            moved = cursor.rowcount
+            await cursor.close()
+            # A created folder stays one under its new name (unless it merged into another).
+            await conn.execute(
+                "UPDATE OR IGNORE folders SET name = ? WHERE tenant_id = ? AND name = ?",
+                (new_name, tenant_id, name),
+            )
+            await conn.execute(
+                "DELETE FROM folders WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+            )
+        return FolderRename(new_name, (target or 0) + moved, moved, target is not None)
+
+    async def delete_folder(self, tenant_id: int, name: str) -> int | None:
+        async with self.db.transaction() as conn:
+            if await _folder_size(conn, tenant_id, name) is None:
+                return None
+            cursor = await conn.execute(
+                "UPDATE images SET folder = NULL, updated_at = ? "
+                "WHERE tenant_id = ? AND folder = ? AND deleted_at IS NULL",
+                (utcnow(), tenant_id, name),
+            )
+            unfiled = cursor.rowcount
+            await cursor.close()
+            await conn.execute(
+                "DELETE FROM folders WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+            )
+        return unfiled
 
     async def update(
         self, tenant_id: int, image_id: str, changes: dict[str, str | None]
@@ -407,6 +477,30 @@ class SQLiteImageStore:
 
     async def wait_for_events(self, max_seconds: float) -> None:
         await asyncio.sleep(min(max_seconds, self.POLL_SECONDS))
+
+
+# ORDER BY clauses of the list's sorts (constant fragments; the FTS-driven newest stays).
+_ORDERS = {
+    "oldest": "i.seq ASC",
+    "name": "i.filename COLLATE NOCASE ASC, i.seq ASC",
+    "size": "i.size_bytes DESC, i.seq DESC",
+}
+
+
+async def _folder_size(conn: aiosqlite.Connection, tenant_id: int, name: str) -> int | None:
+    """Live images in the folder (0 for a created, empty one); None when there is none."""
+    cursor = await conn.execute(
+        "SELECT (SELECT live_images FROM folder_stats WHERE tenant_id = ? AND folder = ?"
+        " AND live_images > 0),"
+        " EXISTS (SELECT 1 FROM folders WHERE tenant_id = ? AND name = ?)",
+        (tenant_id, name, tenant_id, name),
+    )
+    row = await cursor.fetchone()
+    await cursor.close()
+    assert row is not None
+    if row[0] is not None:
+        return int(row[0])
+    return 0 if row[1] else None
 
 
 async def _ensure_tenant(conn: aiosqlite.Connection, name: str) -> Tenant:

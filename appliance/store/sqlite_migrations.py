@@ -204,4 +204,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "0010_folders_and_sorts",
+        # Folders created empty (POST /v3/folders) are recorded here until deleted; a folder
+        # that holds live images exists without a row. Indexes for the list's other orders.
+        """
+        CREATE TABLE folders (
+            tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, name)
+        ) WITHOUT ROWID;
+        CREATE INDEX images_live_by_name ON images(tenant_id, filename COLLATE NOCASE, seq)
+            WHERE deleted_at IS NULL;
+        CREATE INDEX images_live_by_size ON images(tenant_id, size_bytes, seq)
+            WHERE deleted_at IS NULL;
+        """,
+    ),
 )

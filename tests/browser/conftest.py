@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,9 @@ CHROMIUM_ARGS = [
 expect.set_options(timeout=10_000)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is started, its event loop counts
+# as running in this thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set PICTOR_CHROMIUM)")
@@ -64,7 +67,8 @@ class ConsoleLog:
 
     def on_console(self, msg: ConsoleMessage) -> None:
         if msg.type in ("error", "warning"):
-            self.messages.append(f"{msg.type}: {msg.text}")
+            url = msg.location.get("url", "") if msg.location else ""
+            self.messages.append(f"{msg.type}: {msg.text} @ {url}")
 
     def csp_violations(self) -> list[str]:
         return [m for m in self.messages if "Content Security Policy" in m or "Refused to" in m]
@@ -187,3 +191,47 @@ def scene(
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------
+# axe-core, from the npm registry, injected into the page. Installed on first use into
+# tests/browser/.axe (ignored by git), or taken from PICTOR_AXE_JS.
+
+AXE_DIR = Path(__file__).resolve().parent / ".axe"
+AXE_VERSION = "4.14.1"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    path = Path(os.environ.get("PICTOR_AXE_JS", AXE_DIR / "node_modules/axe-core/axe.min.js"))
+    if not path.exists():
+        AXE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(AXE_DIR),
+             f"axe-core@{AXE_VERSION}"],
+            check=True,
+            timeout=300,
+        )
+    return path.read_text()
+
+
+def axe_violations(page: Page, source: str, context: str = "document") -> list[str]:
+    """Every axe-core violation (WCAG 2.x A and AA, best practices) on the page as it is now,
+    one line each: rule, impact, and the elements."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        # The page's CSP refuses inline scripts; an evaluated script is not the page's own.
+        page.evaluate("() => {" + source + "\n}")
+    result = page.evaluate(
+        """async ([context, tags]) => {
+            const root = context === 'document' ? document : document.querySelector(context);
+            const r = await axe.run(root, {
+                resultTypes: ['violations'], runOnly: {type: 'tag', values: tags},
+            });
+            return r.violations.map(v => `${v.id} (${v.impact}): ${v.help} -> ` +
+                v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' ' +
+                    (n.failureSummary || '').replace(/\\s+/g, ' ')).join(' | '));
+        }""",
+        [context, AXE_TAGS],
+    )
+    return list(result)
