@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from appliance import __version__
+from appliance import __version__, logs
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
 from appliance.errors import ImagingUnavailable, StorageUnavailable
 
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "revoke":
             sub.add_argument("key_id", metavar="KEY_ID", help="the id shown by `keys list`")
 
+    _transfer_commands(commands)
     migrate = commands.add_parser(
         "migrate",
         help="copy the library to another pair of backends, resumably, while it serves",
@@ -104,17 +107,94 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _transfer_commands(commands: Any) -> None:
+    """import and export talk to a running appliance over HTTP (any node, local or not)."""
+
+    def add_remote(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--url",
+            default=os.environ.get("PICTOR_URL"),
+            help="the appliance, e.g. http://127.0.0.1:8080 (env PICTOR_URL)",
+        )
+        sub.add_argument(
+            "--key",
+            default=os.environ.get("PICTOR_API_KEY"),
+            help="an API key of the tenant (env PICTOR_API_KEY, which keeps it out of `ps`)",
+        )
+        sub.add_argument(
+            "--concurrency",
+            type=_positive,
+            default=4,
+            help="requests at a time (default: 4)",
+        )
+
+    imp = commands.add_parser(
+        "import",
+        help="upload every image under the paths through the API, skipping what is there",
+    )
+    imp.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files or directories")
+    add_remote(imp)
+    imp.add_argument("--folder", default=None, help="folder for files the manifest gives none")
+    imp.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="CSV with columns path, alt_text, folder (and optionally filename), or an "
+        "images.json from export (default: PATH/images.json if there is one)",
+    )
+    exp = commands.add_parser(
+        "export", help="download every original and an images.json of their metadata"
+    )
+    exp.add_argument("dest", metavar="DEST", type=Path, help="a directory (made if missing)")
+    add_remote(exp)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from appliance import transfer
+
+    if not args.url or not args.key:
+        print("pictor: give --url and --key (or PICTOR_URL and PICTOR_API_KEY)", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "import":
+            return transfer.run_import(
+                args.paths,
+                url=args.url,
+                key=args.key,
+                folder=args.folder,
+                concurrency=args.concurrency,
+                manifest=args.manifest,
+            )
+        return transfer.run_export(
+            args.dest, url=args.url, key=args.key, concurrency=args.concurrency
+        )
+    except transfer.TransferError as exc:
+        print(f"pictor {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pictor {args.command}: interrupted; run it again to resume", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates each thumbnail
+    logs.configure("text")
+    if args.command in ("import", "export"):
+        return _transfer(args)
     try:
         settings = load_settings(vars(args))
     except ConfigError as exc:
         print(f"pictor: {exc}", file=sys.stderr)
         return 2
+    if settings.log_format != "text":
+        logs.configure(settings.log_format)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))

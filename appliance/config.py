@@ -62,6 +62,39 @@ def _public_url(value: str) -> str:
     return value
 
 
+def _optional_port(value: str) -> int | None:
+    return None if value.strip().lower() in ("", "off", "none") else _port(value)
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def _size(value: str) -> int:
+    """Bytes, with an optional binary unit: 104857600, 100M, 1G (K, M, G, T are powers of 1024)."""
+    text = value.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _SIZE_UNITS else (text, "")
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"a size looks like 100M or 1G, not {value!r}") from None
+    if size < 0:
+        raise ValueError(f"a size cannot be negative: {value!r}")
+    return int(size)
+
+
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"choose one of {', '.join(LOG_FORMATS)}, not {value!r}")
+    return value
+
+
+LOG_FORMATS = ("text", "json")
+# /readyz fails below this much free space in the data directory: room for ten uploads of the
+# largest size with their thumbnails, and for SQLite's journal to grow.
+DEFAULT_MIN_FREE_SPACE = "100M"
+
+
 def _database(value: str) -> str:
     value = value.strip()
     if value == "sqlite" or urlsplit(value).scheme in ("postgresql", "postgres"):
@@ -122,6 +155,20 @@ SETTINGS: tuple[Setting, ...] = (
         "default: AWS",
     ),
     Setting(
+        "metrics_port",
+        None,
+        "serve Prometheus metrics at /metrics on this port, on --host (default: off)",
+        _optional_port,
+    ),
+    Setting(
+        "min_free_space",
+        DEFAULT_MIN_FREE_SPACE,
+        "/readyz answers 503 when the data directory has less free space than this "
+        "(bytes, or with K, M, G)",
+        _size,
+    ),
+    Setting("log_format", "text", "log lines as text, or one JSON object per line", _log_format),
+    Setting(
         "render_concurrency",
         str(RENDER_CONCURRENCY),
         "variants (widths, formats) rendered at once; more wait in the render queue",
@@ -142,6 +189,9 @@ class Settings:
     port: int = 8080
     data_dir: Path = Path("./data")
     public_url: str | None = None
+    metrics_port: int | None = None
+    min_free_space: int = 100 * 1024 * 1024
+    log_format: str = "text"
     database: str = "sqlite"
     blob_store: str = "file"
     s3_endpoint: str | None = None
@@ -180,6 +230,11 @@ def bundle_dir() -> Path:
     if frozen:
         return Path(frozen)
     return Path(__file__).resolve().parent.parent
+
+
+def cli_command() -> str:
+    """How this user runs Pictor: the packaged executable, or main.py from a checkout."""
+    return "pictor" if getattr(sys, "frozen", False) else "python main.py"
 
 
 def static_dir() -> Path:

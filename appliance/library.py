@@ -45,6 +45,9 @@ THUMBNAIL = "thumbnail"
 RENDER_RETRY_AFTER = 2  # seconds: a rendering of a 12 MP photo takes about 0.1 s
 # What the derived files on disk were made by; any other value at start drops them all.
 DERIVED_VERSION = f"t{imaging.THUMBNAIL_VERSION}-r{variants.RENDER_VERSION}"
+# How long an original no image uses stays in an object store, so that streams of it in
+# flight on any node finish; the sweep's grace period covers a node that died meanwhile.
+DEFERRED_REMOVAL_SECONDS = 600.0
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 
@@ -74,7 +77,6 @@ class Library:
         self._renders_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._render_slots = asyncio.Semaphore(render_concurrency)
         self.render_queue = render_queue
-        self.renders = 0  # renderings made by this process (tests, metrics)
         self.renders_running = 0
         self.renders_waiting = 0
         # The size as shown (after EXIF orientation) of digests whose orientation mattered.
@@ -85,13 +87,24 @@ class Library:
         self._public: OrderedDict[str, ImageRecord] = OrderedDict()
         self._public_max = cache_size
         self.on_delete: list[Callable[[str], None]] = []  # e.g. the proxy's body cache
+        # Read by the metrics: imaging jobs queued or running, representations rendered.
+        self.imaging_jobs = 0
+        self.rendered = 0
         self.on_reset: list[Callable[[], None]] = []
+        # Originals left unused by a delete, removed after a delay when the blob store's
+        # readers do not outlive a delete (streams in flight finish first).
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._removal_tasks: set[asyncio.Task[None]] = set()
 
     async def run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def run_imaging(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.imaging_pool, fn, *args)
+        self.imaging_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.imaging_pool, fn, *args)
+        finally:
+            self.imaging_jobs -= 1
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -106,8 +119,21 @@ class Library:
         live = await self.images.live_digests()
         stored = await self.blobs.list_blobs()
         cutoff = time.time() - grace_seconds
+        # Young objects, and objects whose last image was deleted within the grace period
+        # (a stream of it may still be running), are left for a later sweep.
+        recent = (
+            await self.images.deleted_since(
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff))
+            )
+            if grace_seconds > 0
+            else set()
+        )
         originals = {b.sha256 for b in stored if b.variant is None}
-        unused = {b.sha256 for b in stored if b.sha256 not in live and b.modified <= cutoff}
+        unused = {
+            b.sha256
+            for b in stored
+            if b.sha256 not in live and b.modified <= cutoff and b.sha256 not in recent
+        }
         removed = 0
         for sha in unused:
             async with self.images.locked(sha) as tx:
@@ -216,9 +242,58 @@ class Library:
             raise NotFound("No image with this id.", code="image_not_found")
         self._forget(deleted.id)
         self._remember(deleted)
-        async with self.images.locked(deleted.sha256) as tx:
+        await self._release(deleted.sha256)
+
+    async def _release(self, sha256: str) -> None:
+        """An image of these bytes was deleted: remove them (and what was derived from them)
+        if no live image uses them, now or once streams in flight are done."""
+        if self.blobs.readers_survive_delete:
+            await self._remove_if_unused(sha256)
+        else:
+            self._schedule_removal(sha256)
+
+    async def _remove_if_unused(self, sha256: str) -> None:
+        """Under the digest's lock: an upload of the same bytes on any node either went
+        before (and the blob stays) or comes after (and puts it again)."""
+        async with self.images.locked(sha256) as tx:
             if not await tx.in_use():
-                await self.blobs.delete(deleted.sha256)
+                await self.blobs.delete(sha256)
+
+    def _schedule_removal(self, sha256: str) -> None:
+        old = self._removals.pop(sha256, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._removals[sha256] = loop.call_later(
+            DEFERRED_REMOVAL_SECONDS, self._start_removal, sha256
+        )
+
+    def _start_removal(self, sha256: str) -> None:
+        self._removals.pop(sha256, None)
+        task = asyncio.get_running_loop().create_task(self._deferred_removal(sha256))
+        self._removal_tasks.add(task)
+        task.add_done_callback(self._removal_tasks.discard)
+
+    async def _deferred_removal(self, sha256: str) -> None:
+        try:
+            await self._remove_if_unused(sha256)
+        except Exception:  # the store is away: the sweep removes it later
+            log.warning("could not remove the unused blob %s; the sweep will", sha256)
+
+    async def remove_unused_now(self) -> int:
+        """Run the deferred removals at once (e.g. before a node stops, or in tests);
+        returns how many were pending."""
+        pending = list(self._removals)
+        for sha256 in pending:
+            self._removals.pop(sha256).cancel()
+            await self._remove_if_unused(sha256)
+        return len(pending)
+
+    def cancel_removals(self) -> None:
+        """At shutdown: pending removals are left to a later sweep."""
+        for handle in self._removals.values():
+            handle.cancel()
+        self._removals.clear()
 
     # -- what other nodes did ------------------------------------------------------------
 
@@ -327,6 +402,7 @@ class Library:
         self._renders_in_flight[key] = future
         try:
             await self._render(record, rendering)
+            self.rendered += 1
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)
@@ -371,15 +447,12 @@ class Library:
                 data = await self.run_imaging(variants.render, source, info, rendering)
             except imaging.ImageRejected as exc:
                 raise ApiError(f"The image could not be rendered: {exc.message}") from exc
-            self.renders += 1
         await self.blobs.put_derived(record.sha256, rendering.name, _kept(record, rendering, data))
         # Deleted while it was rendered? Then what was just stored goes with its original,
         # under the same lock and check as a delete.
         current = await self.images.get_public(record.id)
         if current is None or current.deleted_at is not None:
-            async with self.images.locked(record.sha256) as tx:
-                if not await tx.in_use():
-                    await self.blobs.delete(record.sha256)
+            await self._release(record.sha256)
 
 
 def _kept(record: ImageRecord, rendering: variants.Rendering, data: bytes) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import __version__
+from appliance.fetchstats import CLIENTS
 from appliance.uploads import MAX_FILE_BYTES
 from appliance.validation import (
     MAX_ALT_TEXT,
@@ -105,6 +106,32 @@ def document() -> dict[str, Any]:
                     "required": ["folders"],
                     "properties": {"folders": {"type": "array", "items": {"type": "string"}}},
                 },
+                "ImageStats": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id", "fetches"],
+                    "properties": {
+                        "id": image_properties["id"],
+                        "fetches": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["total", "last_30_days", "last_fetched_at", "by_client"],
+                            "properties": {
+                                "total": {"type": "integer", "minimum": 0},
+                                "last_30_days": {"type": "integer", "minimum": 0},
+                                "last_fetched_at": {"type": ["string", "null"]},
+                                "by_client": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": list(CLIENTS),
+                                    "properties": {
+                                        c: {"type": "integer", "minimum": 0} for c in CLIENTS
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
                 "ImagePatch": {
                     "type": "object",
                     "additionalProperties": False,
@@ -201,6 +228,18 @@ def document() -> dict[str, Any]:
                     "summary": "Folder names in use, sorted",
                     "responses": {"200": _json("Folders", "The folders"), **_COMMON_ERRORS},
                 }
+            },
+            "/v3/images/{image_id}/stats": {
+                "parameters": [_IMAGE_ID],
+                "get": {
+                    "operationId": "getImageStats",
+                    "summary": "How often the image was fetched through /i/ (GETs: 200, 206, 304)",
+                    "responses": {
+                        "200": _json("ImageStats", "The image's fetch statistics"),
+                        **_COMMON_ERRORS,
+                        "404": _error("No such image for this tenant, or it was deleted"),
+                    },
+                },
             },
             "/v3/images/{image_id}": {
                 "parameters": [_IMAGE_ID],

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -76,6 +77,11 @@ class Server:
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the server's loop (e.g. to seed the store) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def settle(self) -> None:
+        """Run the blob removals a delete deferred (an object store keeps an unused original
+        a while, for streams in flight); nothing to do on the directory store."""
+        self.call(self.app.library.remove_unused_now())
 
     def originals(self) -> list[str]:
         """The digests of the originals in the library's blob store, sorted."""
@@ -149,10 +155,15 @@ class Server:
 
 
 def run_server(
-    data_dir: Path, fast_path: bool = True, **overrides: Any
+    data_dir: Path,
+    fast_path: bool = True,
+    flush_interval: float | None = None,
+    **overrides: Any,
 ) -> tuple[Appliance, asyncio.AbstractEventLoop, threading.Thread]:
-    """Start the appliance in a thread with its own event loop; returns once it listens."""
+    """Start the appliance in a thread with its own event loop; returns once it listens.
+    (`flush_interval`: seconds between writes of the fetch counts, for the stats tests.)"""
     settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, **overrides)
+    extra: dict[str, Any] = {} if flush_interval is None else {"flush_interval": flush_interval}
     started: Future[Appliance] = Future()
     loop = asyncio.new_event_loop()
 
@@ -160,7 +171,7 @@ def run_server(
         asyncio.set_event_loop(loop)
         try:
             app = loop.run_until_complete(
-                start_appliance(settings, announce=False, fast_path=fast_path)
+                start_appliance(settings, announce=False, fast_path=fast_path, **extra)
             )
         except BaseException as exc:
             started.set_exception(exc)
@@ -187,6 +198,7 @@ SHARED_SUITES = {
     "test_storage",
     "test_conditional",
 }
+SHARED_SUITES |= {"test_fetch_stats"}
 SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
 PAIRS: list[str] = ["embedded", "scaleout"]
 
@@ -218,6 +230,9 @@ class Backends:
     def settings(self, data_dir: Path) -> dict[str, Any]:
         return {}
 
+    def drop(self) -> None:
+        """Remove the test's libraries from shared servers (its servers have stopped)."""
+
 
 class ScaledOut(Backends):
     """PostgreSQL and an S3 store (the session's servers): a fresh database and bucket
@@ -244,6 +259,17 @@ class ScaledOut(Backends):
         database, target = self.library(data_dir)
         return {"database": database, "blob_store": target.url, "s3_endpoint": target.endpoint}
 
+    def drop(self) -> None:
+        # A cluster of hundreds of databases makes every crash recovery (fsync of the whole
+        # data directory) slow; each test's databases go when it ends.
+        with self._lock:
+            libraries, self._libraries = list(self._libraries.values()), {}
+        if not self.postgres.running:
+            return
+        for database, _ in libraries:
+            name = database.rpartition("/")[2]
+            self.postgres.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 @pytest.fixture
 def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backends:
@@ -259,9 +285,9 @@ def backends(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return pairs
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
-    """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
+@contextmanager
+def servers_on(backends: Backends, tmp_path: Path) -> Iterator[Any]:
+    """A function that starts servers on these backends; all are stopped at the end."""
     running: list[Server] = []
 
     def start(data_dir: Path | None = None, **overrides: Any) -> Server:
@@ -273,9 +299,19 @@ def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
         srv.api_key = srv.new_key("default")
         return srv
 
-    yield start
-    for srv in running:
-        srv.stop()
+    try:
+        yield start
+    finally:
+        for srv in running:
+            srv.stop()
+        backends.drop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, backends: Backends) -> Iterator[Any]:
+    """Start servers (e.g. with --public-url); all are stopped at the end of the test."""
+    with servers_on(backends, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

@@ -28,9 +28,7 @@ def migrate_args(source: list[str], target: list[str]) -> list[str]:
     return ["migrate", *source, *target]
 
 
-def test_migrate_copies_a_serving_library_and_resumes(
-    server_factory: Any, tmp_path: Path
-) -> None:
+def test_migrate_copies_a_serving_library_and_resumes(server_factory: Any, tmp_path: Path) -> None:
     source_dir, target_dir = tmp_path / "source", tmp_path / "target"
     source = server_factory(source_dir)
     made = seed(source)
@@ -51,14 +49,12 @@ def test_migrate_copies_a_serving_library_and_resumes(
     done = pictor(*args)  # while the source keeps serving
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
-        "migrated 1 tenant(s), 2 key(s), 6 image(s) (1 deleted); 4 blob(s) copied, "
-        "1 already there"
+        "migrated 1 tenant(s), 2 key(s), 6 image(s) (1 deleted); 4 blob(s) copied, 1 already there"
     )
     again = pictor(*args)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1] == (
-        "migrated 1 tenant(s), 2 key(s), 6 image(s) (1 deleted); 0 blob(s) copied, "
-        "5 already there"
+        "migrated 1 tenant(s), 2 key(s), 6 image(s) (1 deleted); 0 blob(s) copied, 5 already there"
     )
 
     target = server_factory(target_dir)

@@ -552,7 +552,9 @@ def test_deleting_while_a_body_streams_does_not_corrupt_it(server: Server) -> No
         first = sock.recv(4096)  # headers and the start of the body; the rest waits on us
         assert first.startswith(b"HTTP/1.1 200")
         assert server.request("DELETE", f"/v3/images/{image.id}").status == 204
-        assert server.originals() == []  # the blob is gone...
+        # The blob is gone (an object store keeps it a while, for streams like this one)...
+        kept = server.app.library.blobs.readers_survive_delete is False
+        assert server.originals() == ([image.json["sha256"]] if kept else [])
         _, body = read_response(sock, first)
         assert body == image.data  # ...and the client still gets every byte
     finally:

@@ -44,7 +44,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 SUCCESS = {"listImages": 200, "uploadImage": 201, "listFolders": 200, "getImage": 200}
-SUCCESS |= {"updateImage": 200, "deleteImage": 204}
+SUCCESS |= {"updateImage": 200, "deleteImage": 204, "getImageStats": 200}
 OPERATIONS = list(SUCCESS)
 
 

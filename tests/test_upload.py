@@ -526,6 +526,7 @@ def test_same_bytes_twice_are_two_images_over_one_blob(server: Server) -> None:
     assert server.request("GET", f"/v3/images/{second['id']}").json() == second
 
     assert server.request("DELETE", f"/v3/images/{second['id']}").status == 204
+    server.settle()
     assert server.originals() == []
     assert server.derived() == []
     assert server.request("GET", f"/i/{second['id']}").status == 410
@@ -558,5 +559,6 @@ def test_concurrent_uploads_and_deletes_of_the_same_bytes(server: Server) -> Non
     assert server.request("GET", f"/i/{keep}").body == data
     assert len(server.originals()) == 1
     assert server.request("DELETE", f"/v3/images/{keep}").status == 204
+    server.settle()
     assert server.originals() == []
     assert wait_until(lambda: tmp_files(server.data_dir) == [])

@@ -107,6 +107,10 @@ class BlobReader(Protocol):
 
 class BlobStore(Protocol):
     scratch: Path  # this node's scratch directory: uploads in flight, downloaded sources
+    # Whether a reader already open keeps reading an object deleted meanwhile (an open file
+    # does; an object store's next ranged GET does not): if not, the library removes unused
+    # originals only after a delay, so that streams in flight on any node finish.
+    readers_survive_delete: bool
 
     def new_temp(self) -> TempBlob:
         """A scratch file to receive an upload into (blocking, but only an open())."""

@@ -72,6 +72,7 @@ class _FileReader:
 
 
 class LocalBlobStore:
+    readers_survive_delete = True  # an open file outlives its unlink
     def __init__(self, root: Path, executor: Executor | None = None) -> None:
         """Blocking (creates the directories); `executor` runs the file I/O."""
         self.root = root
@@ -198,9 +199,20 @@ class LocalBlobStore:
 
     async def ping(self) -> None:
         try:
-            await self._run(os.stat, self.blob_dir)
+            await self._run(self._probe)
         except OSError as exc:
-            raise StorageUnavailable(f"The blob directory cannot be read: {exc.strerror}.") from exc
+            raise StorageUnavailable(
+                f"The blob directory does not answer: {exc.strerror or exc}."
+            ) from exc
+
+    def _probe(self) -> None:
+        """The directories are there and the data directory takes a write (one remounted
+        read-only, or gone, fails here). A probe left by a crash is swept at start."""
+        for directory in (self.blob_dir, self.derived_dir):
+            os.stat(directory)
+        probe = self.scratch / f"ready-{secrets.token_hex(6)}.probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
 
     async def close(self) -> None:
         return None

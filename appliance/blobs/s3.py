@@ -83,6 +83,9 @@ class _S3Reader:
 
 
 class S3BlobStore:
+    # The next ranged GET of a deleted object is a 404 (and SeaweedFS stalls a GET in
+    # flight), so the library defers removing unused originals.
+    readers_survive_delete = False
     def __init__(
         self,
         config: S3Config,

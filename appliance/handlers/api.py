@@ -18,7 +18,7 @@ from appliance.errors import (
     Unauthorized,
     storage_error,
 )
-from appliance.handlers.base import BaseHandler, log
+from appliance.handlers.base import BaseHandler
 from appliance.library import UploadForm
 from appliance.store import Tenant
 
@@ -131,9 +131,10 @@ class ImagesHandler(ApiHandler):
         except OSError as exc:
             # Not the client's fault: read the rest of the body (bounded by the limit) and
             # answer once it is in, so that the client surely gets to read the answer.
+            # Logged once, with this cause, when the answer is made (BaseHandler.log_exception).
             self._discard()
-            log.error("could not write an upload's bytes: %s", exc)
             self._failure = storage_error(exc)
+            self._failure.__cause__ = exc
 
     def _discard(self) -> None:
         if self._temp is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,8 @@ import tornado.web
 
 from appliance.config import Settings
 from appliance.errors import ApiError, error_body, generic_code, generic_message
+from appliance.fetchstats import FetchCounter
+from appliance.health import Readiness
 from appliance.library import Library
 from appliance.ratelimit import FailureLimiter
 from appliance.store import ImageRecord, KeyStore
@@ -36,6 +38,8 @@ class Services:
     settings: Settings
     library: Library
     keys: KeyStore
+    fetch_stats: FetchCounter
+    readiness: Readiness
     auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
 
@@ -59,16 +63,22 @@ def set_allow(handler: tornado.web.RequestHandler, status_code: int) -> None:
         handler.set_header("Allow", ", ".join(allowed_methods(type(handler))))
 
 
+def _head_as_get(self: tornado.web.RequestHandler, *args: str) -> Awaitable[None] | None:
+    """The GET handler, its body dropped by Tornado for a HEAD request: the headers are
+    exactly GET's, Content-Length included."""
+    return self.get(*args)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
+    error_code: str | None = None  # the code of the error answered, for the metrics
 
     def initialize(self, services: Services) -> None:
         self.services = services
 
-    def head(self, *args: str) -> Awaitable[None] | None:
-        """HEAD wherever GET is (RFC 9110 9.3.2): the same handler, its body dropped by
-        Tornado, so the headers are exactly GET's (Content-Length included)."""
-        return self.get(*args)
+    # HEAD wherever GET is (RFC 9110 9.3.2). Typed as Tornado types its methods, so that a
+    # handler may still define a `head` of its own signature.
+    head: Callable[..., Awaitable[None] | None] = _head_as_get
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no response names our software or its version
@@ -100,6 +110,7 @@ class BaseHandler(tornado.web.RequestHandler):
             else:
                 message = generic_message(status_code, reason)
             body = error_body(status_code, generic_code(status_code), message)
+        self.error_code = body["error"]["code"]
         payload = error_payload(body)
         if self.request.method == "HEAD":  # the headers GET would send, and no body
             self.set_header("Content-Length", str(len(payload)))
@@ -108,9 +119,41 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(payload)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError) and value.status < 500:
-            return  # an answer, not a failure
-        super().log_exception(typ, value, tb)
+        """Once per failed request: an ApiError under 500 is an answer, not a failure; 503 and
+        507 are the storage's state, one line; anything else is a bug, with its traceback
+        (and the one it was raised from). The request line never includes a header."""
+        if isinstance(value, ApiError):
+            if value.status < 500:
+                return
+            if value.status in (503, 507):
+                cause = value.__cause__ or value.__context__
+                log.warning(
+                    "%s answered %d: %s%s",
+                    self._request_summary(),
+                    value.status,
+                    value.message,
+                    f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+                    extra={"request": self._request_summary(), "status": value.status},
+                )
+                return
+            log.error(
+                "%s failed: %s",
+                self._request_summary(),
+                value,
+                exc_info=(typ, value, tb),
+                extra={"request": self._request_summary(), "status": value.status},
+            )
+            return
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)  # Tornado's own 4xx (bad arguments...)
+            return
+        log.error(
+            "%s failed: uncaught %s",
+            self._request_summary(),
+            typ.__name__,
+            exc_info=(typ, value, tb),
+            extra={"request": self._request_summary(), "status": 500},
+        )
 
     def send_api_error(self, error: ApiError) -> None:
         """Answer with an error from outside the handler method (e.g. while streaming)."""

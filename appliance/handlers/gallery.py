@@ -6,7 +6,7 @@ from typing import Any
 
 import tornado.web
 
-from appliance.config import static_dir
+from appliance.config import cli_command, static_dir
 from appliance.handlers.base import SECURITY_HEADERS, BaseHandler, set_allow
 
 GALLERY_CSP = (
@@ -24,7 +24,14 @@ class GalleryHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
-        self.finish((static_dir() / "index.html").read_bytes())
+        page = (static_dir() / "index.html").read_bytes()
+        # The command this user has (`pictor ...` or `python main.py ...`), for the page's
+        # hints: read it as document.documentElement.dataset.command.
+        command = f'<html data-command="{cli_command()}"'.encode()
+        self.finish(page.replace(b"<html", command, 1))
+
+    def head(self) -> None:
+        self.get()  # the headers GET sends (Content-Length included), no body
 
 
 class StaticHandler(tornado.web.StaticFileHandler):

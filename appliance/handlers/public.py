@@ -96,6 +96,9 @@ class RepresentationCache:
         self._entries: OrderedDict[CacheKey, Representation] = OrderedDict()
         self._asks: dict[str, set[str]] = {}  # image id -> its asks in the cache
         self._bytes = 0
+        # Answers made from memory and answers that loaded first (read by the metrics).
+        self.hits = 0
+        self.misses = 0
 
     def get(self, key: CacheKey) -> Representation | None:
         rep = self._entries.get(key)
@@ -211,7 +214,7 @@ class PublicImageHandler(BaseHandler):
     def library(self) -> Library:
         return self.services.library
 
-    async def head(self, path: str) -> None:  # type: ignore[override]
+    async def head(self, path: str) -> None:
         await self.get(path, include_body=False)
 
     async def get(self, path: str, include_body: bool = True) -> None:
@@ -226,9 +229,14 @@ class PublicImageHandler(BaseHandler):
         rep = self.cache.get((image_id, ask.key))
         reader = None
         if rep is None:
+            self.cache.misses += 1
             rep, reader = await self._load(record, ask)
+        else:
+            self.cache.hits += 1
         try:
             byte_range = self._send(rep, include_body)
+            if include_body:  # a GET answered 200, 206 or 304 is a fetch; HEAD is not
+                self.services.fetch_stats.count(image_id, self.request.headers.get("User-Agent"))
             if not self._finished:
                 await self._stream(record, rep, byte_range, reader)
         finally:

@@ -139,6 +139,28 @@ class Event:
     subject: str  # the image id or the key id
 
 
+@dataclass(frozen=True)
+class FetchCount:
+    """Fetches through /i/ of one image on one UTC day by one client family, and the latest
+    of them: what a node adds to the totals when it flushes its counts."""
+
+    image_id: str
+    day: str  # YYYY-MM-DD, UTC
+    client: str  # gmail, yahoo, outlook, apple, other
+    fetches: int
+    last_fetched_at: str  # RFC 3339 UTC, seconds
+
+
+@dataclass(frozen=True)
+class ClientTotals:
+    """An image's stored fetch totals for one client family."""
+
+    client: str
+    total: int
+    recent: int  # on the days since the `since_day` asked for, inclusive
+    last_fetched_at: str | None
+
+
 KEY_PREFIX = "pk_"
 KEY_ID_LEN = 16
 SECRET_LEN = 43  # 256 bits of base62
@@ -235,9 +257,28 @@ class ImageStore(Protocol):
 
     async def live_digests(self) -> set[str]: ...
 
+    async def deleted_since(self, cutoff: str) -> set[str]:
+        """Digests of images tombstoned at or after `cutoff` (an RFC 3339 UTC timestamp)."""
+        ...
+
     async def state(self, name: str) -> str | None: ...
 
     async def set_state(self, name: str, value: str) -> None: ...
+
+    async def add_fetches(self, batch: list[FetchCount]) -> None:
+        """Add a node's fetch counts in one transaction, as additive upserts (the stored
+        count plus the batch's, the later of the two times): never a read-modify-write, so
+        that any number of nodes flushing at once add up."""
+        ...
+
+    async def fetch_totals(self, image_id: str, since_day: str) -> list[ClientTotals]:
+        """Per client family with fetches: all of them, those on `since_day` (YYYY-MM-DD) or
+        later, and the latest fetch time."""
+        ...
+
+    async def stored_totals(self) -> tuple[int, int]:
+        """Live images of every tenant and the sum of their sizes (for the metrics)."""
+        ...
 
     async def events_since(self, cursor: int | None) -> tuple[list[Event], int]:
         """Events after `cursor` and the cursor to ask with next time. `None` asks for no

@@ -34,8 +34,10 @@ from appliance.store.interface import (
     IMAGE_DELETED,
     KEY_REVOKED,
     LAST_USED_RESOLUTION,
+    ClientTotals,
     CreatedKey,
     Event,
+    FetchCount,
     ImageRecord,
     KeyRecord,
     KeyRow,
@@ -68,7 +70,10 @@ LOCK_TIMEOUT = 30.0
 BULK_TIMEOUT = 3600.0
 # A node that stops talking mid-transaction (frozen, partitioned) loses its locks after this.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-POOL_MIN, POOL_MAX = 1, 10
+# No floor: connections are made on demand (and kept while in use, closed after 5 idle
+# minutes). With a floor, asyncpg reconnects in the background during an outage, logging a
+# traceback each time, and every node does so against a database that is coming back.
+POOL_MIN, POOL_MAX = 0, 10
 EVENT_CHANNEL = "pictor_events"
 RESET = "reset"  # events were pruned past a cursor: forget every cached record
 # wait_for_events returns after at most this long even without a notification: the caller
@@ -522,9 +527,12 @@ class PostgresImageStore:
             total = "SELECT live_images FROM tenant_stats WHERE tenant_id = $1"
         # One statement, so one snapshot (the total agrees with the page) and one round trip:
         # the page's rows, each with the total, or a lone row with the total and no image.
+        # The page is found by seq first, then its rows are read: skipping to a deep page
+        # then walks the index only (index-only scan), not a heap row per skipped image.
         rows = await self.db.fetch(
-            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE {clause} "
-            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)}) "
+            f"WITH page AS (SELECT {_COLUMNS} FROM images WHERE seq IN ("
+            f"SELECT seq FROM images WHERE {clause} "
+            f"ORDER BY seq DESC LIMIT {arg(page_size)} OFFSET {arg((page - 1) * page_size)})) "
             f"SELECT coalesce(({total}), 0) AS total, page.* "
             "FROM (SELECT) AS one LEFT JOIN page ON true ORDER BY page.seq DESC",
             *args,
@@ -617,6 +625,14 @@ class PostgresImageStore:
         )
         return {str(r["sha256"]) for r in rows}
 
+    async def deleted_since(self, cutoff: str) -> set[str]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT sha256 FROM images WHERE deleted_at >= $1",
+            cutoff,
+            timeout=BULK_TIMEOUT,
+        )
+        return {str(r["sha256"]) for r in rows}
+
     async def state(self, name: str) -> str | None:
         value = await self.db.fetchval("SELECT value FROM appliance_state WHERE name = $1", name)
         return None if value is None else str(value)
@@ -673,6 +689,48 @@ class PostgresImageStore:
         if self._listener is None:
             self._listener = _Listener(self.db.url)
         await self._listener.wait(min(max_seconds, POLL_INTERVAL))
+
+    # -- fetch statistics and totals (operations; the twin of sqlite.py's) -------------
+
+    async def add_fetches(self, batch: list[FetchCount]) -> None:
+        """One statement for a whole batch (its keys are distinct, as ON CONFLICT needs);
+        additive, so any number of nodes flushing at once add up."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO image_fetches (image_id, day, client, fetches, last_fetched_at) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+                "$5::text[]) ON CONFLICT (image_id, day, client) DO UPDATE SET "
+                "fetches = image_fetches.fetches + excluded.fetches, last_fetched_at = "
+                "greatest(image_fetches.last_fetched_at, excluded.last_fetched_at)",
+                [c.image_id for c in batch],
+                [c.day for c in batch],
+                [c.client for c in batch],
+                [c.fetches for c in batch],
+                [c.last_fetched_at for c in batch],
+            )
+
+    async def fetch_totals(self, image_id: str, since_day: str) -> list[ClientTotals]:
+        if _unstorable(image_id, since_day):
+            return []
+        rows = await self.db.fetch(
+            "SELECT client, sum(fetches) AS total, "
+            "coalesce(sum(fetches) FILTER (WHERE day >= $2), 0) AS recent, "
+            "max(last_fetched_at) AS last FROM image_fetches WHERE image_id = $1 "
+            "GROUP BY client",
+            image_id,
+            since_day,
+        )
+        return [
+            ClientTotals(str(r["client"]), int(r["total"]), int(r["recent"]), r["last"])
+            for r in rows
+        ]
+
+    async def stored_totals(self) -> tuple[int, int]:
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS images, coalesce(sum(size_bytes), 0) AS bytes "
+            "FROM images WHERE deleted_at IS NULL"
+        )
+        return (int(row["images"]), int(row["bytes"])) if row else (0, 0)
 
     async def close(self) -> None:
         if self._listener is not None:

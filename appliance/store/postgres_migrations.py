@@ -161,4 +161,19 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0007_fetch_counts",
+        # Fetches through /i/ per image, UTC day and client family, as in SQLite's
+        # 0009_fetch_counts: nodes flush in-memory counts as additive upserts.
+        """
+        CREATE TABLE image_fetches (
+            image_id text NOT NULL,
+            day text NOT NULL,
+            client text NOT NULL,
+            fetches bigint NOT NULL,
+            last_fetched_at text NOT NULL,
+            PRIMARY KEY (image_id, day, client)
+        );
+        """,
+    ),
 )

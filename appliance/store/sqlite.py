@@ -19,13 +19,16 @@ from typing import Any
 
 import aiosqlite
 
+from appliance.errors import StorageUnavailable
 from appliance.store.interface import (
     IMAGE_DELETED,
     KEY_REVOKED,
     LAST_USED_RESOLUTION,
     MIN_INDEXED_SEARCH,
+    ClientTotals,
     CreatedKey,
     Event,
+    FetchCount,
     ImageRecord,
     KeyRecord,
     KeyRow,
@@ -55,6 +58,7 @@ _COLUMNS = (
     "sha256, created_at, updated_at, deleted_at"
 )
 _I_COLUMNS = ", ".join("i." + c.strip() for c in _COLUMNS.split(","))
+
 
 def _phrase(search: str) -> str:
     """The search as one literal FTS5 phrase: quotes doubled, nothing else special."""
@@ -198,7 +202,12 @@ class SQLiteImageStore:
             params += values
         clause = " AND ".join(where)
         total = await self._total(
-            tenant_id, folder is not None or sha256 is not None, search, indexed, source, clause,
+            tenant_id,
+            folder is not None or sha256 is not None,
+            search,
+            indexed,
+            source,
+            clause,
             params,
         )
         rows = await self.db.fetchall(
@@ -291,6 +300,12 @@ class SQLiteImageStore:
         )
         return [_record(r) for r in rows]
 
+    async def deleted_since(self, cutoff: str) -> set[str]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT sha256 FROM images WHERE deleted_at >= ?", (cutoff,)
+        )
+        return {str(r[0]) for r in rows}
+
     async def export_images(self, after_seq: int, limit: int) -> list[ImageRecord]:
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM images WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -301,9 +316,7 @@ class SQLiteImageStore:
     async def import_images(self, records: list[ImageRecord]) -> None:
         async with self.db.transaction() as conn:
             for r in records:
-                cursor = await conn.execute(
-                    "SELECT deleted_at FROM images WHERE id = ?", (r.id,)
-                )
+                cursor = await conn.execute("SELECT deleted_at FROM images WHERE id = ?", (r.id,))
                 existing = await cursor.fetchone()
                 await cursor.close()
                 await conn.execute(
@@ -348,6 +361,35 @@ class SQLiteImageStore:
         rows = await self.db.fetchall("SELECT DISTINCT sha256 FROM images WHERE deleted_at IS NULL")
         return {str(r[0]) for r in rows}
 
+    # -- fetch statistics and totals (operations) ---------------------------------------
+
+    async def add_fetches(self, batch: list[FetchCount]) -> None:
+        """One transaction for a whole batch; additive, so nodes and restarts add up."""
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO image_fetches (image_id, day, client, fetches, last_fetched_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (image_id, day, client) DO UPDATE SET "
+                "fetches = fetches + excluded.fetches, "
+                "last_fetched_at = max(last_fetched_at, excluded.last_fetched_at)",
+                [(c.image_id, c.day, c.client, c.fetches, c.last_fetched_at) for c in batch],
+            )
+
+    async def fetch_totals(self, image_id: str, since_day: str) -> list[ClientTotals]:
+        """Per client family: all fetches, those on `since_day` or later, the latest time."""
+        rows = await self.db.fetchall(
+            "SELECT client, sum(fetches), "
+            "sum(CASE WHEN day >= ? THEN fetches ELSE 0 END), max(last_fetched_at) "
+            "FROM image_fetches WHERE image_id = ? GROUP BY client",
+            (since_day, image_id),
+        )
+        return [ClientTotals(str(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    async def stored_totals(self) -> tuple[int, int]:
+        """Live images of all tenants and the sum of their sizes (a scan: cache it)."""
+        row = await self.db.fetchone(
+            "SELECT count(*), coalesce(sum(size_bytes), 0) FROM images WHERE deleted_at IS NULL"
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def events_since(self, cursor: int | None) -> tuple[list[Event], int]:
         if cursor is None:
@@ -483,9 +525,7 @@ class SQLiteKeyStore:
 
     async def _touch(self, key_id: str) -> None:
         now = time.monotonic()
-        if (
-            now - self._last_touch.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION
-        ):
+        if now - self._last_touch.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION:
             return
         self._last_touch[key_id] = now
         async with self.db.transaction() as conn:
@@ -501,13 +541,37 @@ class SQLiteMetadata:
         self.keys = SQLiteKeyStore(db)
 
     async def ping(self) -> None:
-        await self.db.fetchone("SELECT 1")
+        """A fresh connection must open the file and read from it: the appliance's own
+        connections answer from their page caches, and keep a file open that was moved,
+        replaced or made unreadable meanwhile."""
+        path = self.db.path
+        if path is None:
+            await self.db.fetchone("SELECT 1")
+            return
+        try:
+            await asyncio.wait_for(asyncio.to_thread(_ping_file, path), PING_TIMEOUT)
+        except (sqlite3.Error, OSError, TimeoutError) as exc:
+            raise StorageUnavailable(
+                f"The database {path.name} does not answer: {exc or type(exc).__name__}."
+            ) from exc
 
     async def check(self) -> str:
         return await self.db.integrity_check()
 
     async def close(self) -> None:
         await self.db.close()
+
+
+PING_TIMEOUT = 2.0  # seconds
+
+
+def _ping_file(path: Path) -> None:
+    # mode=rw: a missing file is an error, never a new empty database.
+    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=PING_TIMEOUT)
+    try:
+        conn.execute("SELECT count(*) FROM migrations").fetchone()
+    finally:
+        conn.close()
 
 
 async def open_sqlite(path: Path) -> SQLiteMetadata:

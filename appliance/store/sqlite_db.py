@@ -47,7 +47,13 @@ class Database:
     """One connection that writes (serialised by a lock) and a few that read, each in its
     own thread (WAL: readers see committed snapshots and never block the writer)."""
 
-    def __init__(self, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+        path: Path | None = None,
+    ) -> None:
+        self.path = path
         self._writer = writer
         self._write_lock = asyncio.Lock()
         self._all_readers = readers
@@ -61,7 +67,7 @@ class Database:
         mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise RuntimeError(f"could not put {path} in WAL mode")
-        db = cls(writer, [await _open(path) for _ in range(READERS)])
+        db = cls(writer, [await _open(path) for _ in range(READERS)], path)
         await db._migrate()
         return db
 

@@ -187,4 +187,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        "0009_fetch_counts",
+        # Fetches through /i/ per image, UTC day and client family. Nodes flush their
+        # in-memory counts as additive upserts (fetches = fetches + n), so counts from any
+        # number of nodes and restarts add up. Rows outlive a delete (the image's stats are
+        # 404 then, like the image); they are a few bytes per image and day.
+        """
+        CREATE TABLE image_fetches (
+            image_id TEXT NOT NULL,
+            day TEXT NOT NULL,                  -- YYYY-MM-DD, UTC
+            client TEXT NOT NULL,               -- gmail, yahoo, outlook, apple, other
+            fetches INTEGER NOT NULL,
+            last_fetched_at TEXT NOT NULL,      -- RFC 3339 UTC
+            PRIMARY KEY (image_id, day, client)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )

@@ -4,8 +4,10 @@ Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
   BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,variants,uploads,
-                       library,startup,pg_library
+                       library,startup,pg_library,ops,scaleout
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
+  BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
+  BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
 
 Servers run on core 0, the load generators and this process on core 1. Every process started
@@ -25,9 +27,11 @@ from typing import Any
 
 from tests.bench import (
     library,
+    ops,
     pg_library,
     proxy,
     report,
+    scaleout,
     startup,
     thumbnails,
     uploads,
@@ -61,6 +65,8 @@ def _sections() -> dict[str, Section]:
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
+        "ops": ops.run,
+        "scaleout": scaleout.run,
     }
 
 

@@ -72,11 +72,16 @@ class Processes:
         return proc
 
     def run(
-        self, args: Sequence[str], *, core: int | None = None, timeout: float = 120
+        self,
+        args: Sequence[str],
+        *,
+        core: int | None = None,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run to completion (e.g. wrk), capturing its output; killed if it overstays."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = self.start(args, core=core, stdout=out, stderr=err)
+            proc = self.start(args, core=core, stdout=out, stderr=err, env=env)
             try:
                 proc.wait(timeout=timeout)
             finally:

@@ -60,6 +60,10 @@ def ensure_tools(ctx: Context) -> dict[str, str]:
     return versions
 
 
+def _with(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    return None if env is None else {**os.environ, **env}
+
+
 def _which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
 
@@ -67,10 +71,16 @@ def _which(tool: str) -> str | None:
 # -- the appliance -----------------------------------------------------------------------
 
 
-def create_key(ctx: Context, data_dir: Path, command: Sequence[str] = SOURCE_COMMAND) -> str:
+def create_key(
+    ctx: Context,
+    data_dir: Path,
+    command: Sequence[str] = SOURCE_COMMAND,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """`keys create` prints the key alone on its last line (the CLI contract)."""
     done = ctx.procs.run(
-        [*command, "keys", "create", "--tenant", "default", "--data-dir", str(data_dir)]
+        [*command, "keys", "create", "--tenant", "default", "--data-dir", str(data_dir)],
+        env=_with(env),
     )
     if done.returncode != 0:
         raise RuntimeError(f"keys create failed: {done.stderr.strip()}")
@@ -95,16 +105,18 @@ class Appliance:
         key: str | None = None,
         command: Sequence[str] = SOURCE_COMMAND,
         core: int = SERVER_CORE,
+        env: Mapping[str, str] | None = None,
     ) -> Appliance:
+        """`env` adds variables, e.g. PICTOR_DATABASE and the S3 settings of another pair."""
         data_dir.mkdir(parents=True, exist_ok=True)
         if key is None:
-            key = create_key(ctx, data_dir, command)
+            key = create_key(ctx, data_dir, command, env)
         port = free_port()
         argv = [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--data-dir", str(data_dir)]
         with open(data_dir.parent / f"{data_dir.name}.log", "ab") as log:
             started = time.perf_counter()
-            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log)
+            proc = ctx.procs.start(argv, core=core, stdout=log, stderr=log, env=_with(env))
         wait_http(port, proc)
         return cls(ctx, data_dir, port, proc, key, time.perf_counter() - started)
 
