@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint pytest browser-deps services-deps binary test-binary bench soak clean
+.PHONY: setup run test lint pytest browser-deps services-deps binary test-binary release bench \
+	soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +43,24 @@ pytest: setup browser-deps services-deps
 
 test: lint pytest
 
+# The executable is built in a Debian 11 root so that it runs on glibc 2.28 and later; the root
+# and the CPython built there are cached in /var/cache/pictor-build (first build: minutes).
 binary: setup
 	bash packaging/build.sh
 
+# The glibc check, the smoke test on this machine and in Debian 11, the old-SQLite refusal.
 test-binary: binary
-	bash packaging/smoke_test.sh
+	bash packaging/test_binary.sh
+
+VERSION = $(shell sed -nE 's/^__version__ = "(.*)"/\1/p' appliance/__init__.py)
+RELEASE = dist/pictor-$(VERSION)-linux-x86_64
+
+# The download: the executable under its versioned name, and its SHA-256 in sha256sum's format.
+release: binary
+	$(BIN)/python packaging/glibc_check.py --max 2.28 dist/pictor
+	cp dist/pictor $(RELEASE)
+	cd dist && sha256sum $(notdir $(RELEASE)) > $(notdir $(RELEASE)).sha256
+	@cat $(RELEASE).sha256
 
 bench: setup services-deps
 	$(BIN)/python -m tests.bench

@@ -16,6 +16,7 @@ from typing import Any
 from appliance import __version__, logs
 from appliance.config import SETTINGS, ConfigError, Settings, env_defaults, load_settings
 from appliance.errors import ImagingUnavailable, StorageUnavailable
+from appliance.preflight import SQLiteUnavailable, check_sqlite
 
 DB_NAME = "pictor.db"  # the embedded database's file in the data directory
 
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_format != "text":
         logs.configure(settings.log_format)
     try:
+        check_sqlite()  # before any command opens the database
         if args.command == "serve":
             return asyncio.run(_serve(settings))
         target = _migrate_target(args, settings) if args.command == "migrate" else None
@@ -220,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sweep(settings, args.grace_seconds))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(_keys(args, settings))
-    except ImagingUnavailable as exc:
+    except (ImagingUnavailable, SQLiteUnavailable) as exc:
         print(f"pictor: refusing to start: {exc}", file=sys.stderr)
         return 3
     except ConfigError as exc:

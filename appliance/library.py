@@ -39,15 +39,15 @@ log = logging.getLogger("pictor.library")
 T = TypeVar("T")
 
 THUMBNAIL = "thumbnail"
+# How long an original no image uses stays in an object store, so that streams of it in
+# flight on any node finish; the sweep's grace period covers a node that died meanwhile.
+DEFERRED_REMOVAL_SECONDS = 600.0
 # Renderings on demand (widths, formats, a lost thumbnail) are limited by load, not for
 # correctness: config.RENDER_CONCURRENCY at once, config.RENDER_QUEUE waiting for a slot;
 # past that the answer is 503 with Retry-After.
 RENDER_RETRY_AFTER = 2  # seconds: a rendering of a 12 MP photo takes about 0.1 s
 # What the derived files on disk were made by; any other value at start drops them all.
 DERIVED_VERSION = f"t{imaging.THUMBNAIL_VERSION}-r{variants.RENDER_VERSION}"
-# How long an original no image uses stays in an object store, so that streams of it in
-# flight on any node finish; the sweep's grace period covers a node that died meanwhile.
-DEFERRED_REMOVAL_SECONDS = 600.0
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Smoke test of the one-file executable (what `make test-binary` runs):
-#   bash packaging/smoke_test.sh [path/to/pictor]      (default: dist/pictor; build it first)
+# Smoke test of the one-file executable (what `make test-binary` runs, on the host and in a
+# Debian 11 root):
+#   bash packaging/smoke_test.sh [--root DIR] [path/to/pictor]   (default: dist/pictor)
 # The binary runs from an empty temporary directory under `env -i PATH=/usr/bin:/bin`: no
 # virtualenv, no source tree, a private TMPDIR so we can see its extraction directory go away.
+# With --root DIR (as root) it runs chrooted into DIR, a root file system such as a Debian 11
+# debootstrap, with /proc mounted in a mount namespace of its own (gone when it exits); the
+# network is the host's, so the checks, run from the host, talk to it on 127.0.0.1.
 # Only the test images are made beforehand with a Python that has Pillow ($PYTHON, default
 # .venv/bin/python). SMOKE_STARTS (default 5) sets how many restarts the start-up time median
 # is taken over; SMOKE_MAX_START_S (default 1.0) is the limit it must meet.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CHROOT=
+if [[ ${1:-} == --root ]]; then CHROOT=$(realpath "$2"); shift 2; fi
 BIN=$(realpath -m "${1:-dist/pictor}")
 PYTHON=${PYTHON:-}
 if [[ -z $PYTHON ]]; then
@@ -24,12 +30,26 @@ stale=$(find main.py appliance static -newer "$BIN" -type f 2>/dev/null | head -
 VERSION=$(sed -nE 's/^__version__ = "(.*)"/\1/p' appliance/__init__.py)
 [[ -n $VERSION ]] || die "cannot read __version__ from appliance/__init__.py"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pictor-smoke.XXXXXX")
+if [[ -n $CHROOT ]]; then
+    [[ -x $CHROOT/bin/sh ]] || die "$CHROOT is not a root file system"
+    WORK=$(mktemp -d "$CHROOT/tmp/pictor-smoke.XXXXXX")
+    IN=${WORK#"$CHROOT"}  # the same folder, as the chrooted binary sees it
+    # shellcheck disable=SC2016
+    RUNNER=(unshare --mount --propagation private bash -c
+        'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' "$CHROOT")
+    WHERE="in $CHROOT ($(cat "$CHROOT/etc/debian_version" 2>/dev/null || echo "?"))"
+else
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/pictor-smoke.XXXXXX")
+    IN=$WORK
+    RUNNER=()
+    WHERE="on the host"
+fi
 RUN=$WORK/run      # the binary's cwd: the copy of the binary, and ./data
 XTMP=$WORK/tmp     # the binary's TMPDIR: where it extracts itself
 FIX=$WORK/fixtures # test images, made outside the binary's run
 mkdir -p "$RUN" "$XTMP" "$FIX" "$WORK/home"
 cp "$BIN" "$RUN/pictor"
+echo "smoke test of $BIN $WHERE"
 
 PID=
 cleanup() { # a server still running (a failed check): kill it and the app it unpacked
@@ -54,9 +74,13 @@ finish() {
     [[ $failed -eq 0 && $passed -gt 0 ]] && exit 0 || exit 1
 }
 
-# The binary, as a user would run it: clean environment, cwd = $RUN.
+# in_env COMMAND...: exec COMMAND as a user would run the binary: clean environment, cwd $RUN
+# (chrooted with --root).
+in_env() {
+    exec "${RUNNER[@]}" env -i -C "$IN/run" PATH=/usr/bin:/bin HOME="$IN/home" TMPDIR="$IN/tmp" "$@"
+}
 pictor() {
-    (cd "$RUN" && exec env -i PATH=/usr/bin:/bin HOME="$WORK/home" TMPDIR="$XTMP" ./pictor "$@")
+    (in_env ./pictor "$@")
 }
 
 now() { date +%s%N; }
@@ -65,10 +89,8 @@ now() { date +%s%N; }
 start_server() {
     local log=$1; shift
     local t0; t0=$(now)
-    cd "$RUN" || return 1
-    env -i PATH=/usr/bin:/bin HOME="$WORK/home" TMPDIR="$XTMP" "$@" >"$log" 2>&1 &
-    PID=$!
-    cd - >/dev/null || return 1
+    (in_env "$@") >"$log" 2>&1 &
+    PID=$!  # a subshell that execs, through the chroot, into the binary: the bootloader's pid
     local deadline=$(( t0 + 30000000000 ))
     until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; do
         if ! kill -0 "$PID" 2>/dev/null; then echo "server exited early:"; cat "$log"; return 1; fi
@@ -211,5 +233,5 @@ median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print
 check "start-up (exec -> port answers) median of $STARTS: ${median}s <= ${MAX_START}s [${times[*]}]" \
     awk -v m="$median" -v max="$MAX_START" 'BEGIN { exit !(m <= max) }'
 check "no _MEI* extraction dir left after all runs" no_extraction_left
-echo "binary: $(stat -c %s "$BIN") bytes"
+echo "binary: $(stat -c %s "$BIN") bytes; start-up median ${median}s $WHERE"
 finish

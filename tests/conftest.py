@@ -197,8 +197,8 @@ SHARED_SUITES = {
     "test_upload",
     "test_storage",
     "test_conditional",
+    "test_fetch_stats",
 }
-SHARED_SUITES |= {"test_fetch_stats"}
 SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
 PAIRS: list[str] = ["embedded", "scaleout"]
 

@@ -54,7 +54,7 @@ def test_migrations_are_named_recorded_and_run_once(postgres_url: str) -> None:
             )
             assert [r["tablename"] for r in tables] == [
                 "api_keys", "appliance_state", "events", "events_head", "folder_stats",
-                "images", "migrations", "tenant_stats", "tenants",
+                "image_fetches", "images", "migrations", "tenant_stats", "tenants",
             ]  # fmt: skip
         finally:
             await again.close()

@@ -30,9 +30,6 @@ class GalleryHandler(BaseHandler):
         command = f'<html data-command="{cli_command()}"'.encode()
         self.finish(page.replace(b"<html", command, 1))
 
-    def head(self) -> None:
-        self.get()  # the headers GET sends (Content-Length included), no body
-
 
 class StaticHandler(tornado.web.StaticFileHandler):
     def set_default_headers(self) -> None:
