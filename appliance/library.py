@@ -77,7 +77,6 @@ class Library:
         self._renders_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._render_slots = asyncio.Semaphore(render_concurrency)
         self.render_queue = render_queue
-        self.renders = 0  # renderings made by this process (tests, metrics)
         self.renders_running = 0
         self.renders_waiting = 0
         # The size as shown (after EXIF orientation) of digests whose orientation mattered.
@@ -243,10 +242,15 @@ class Library:
             raise NotFound("No image with this id.", code="image_not_found")
         self._forget(deleted.id)
         self._remember(deleted)
+        await self._release(deleted.sha256)
+
+    async def _release(self, sha256: str) -> None:
+        """An image of these bytes was deleted: remove them (and what was derived from them)
+        if no live image uses them, now or once streams in flight are done."""
         if self.blobs.readers_survive_delete:
-            await self._remove_if_unused(deleted.sha256)
+            await self._remove_if_unused(sha256)
         else:
-            self._schedule_removal(deleted.sha256)
+            self._schedule_removal(sha256)
 
     async def _remove_if_unused(self, sha256: str) -> None:
         """Under the digest's lock: an upload of the same bytes on any node either went
@@ -443,15 +447,12 @@ class Library:
                 data = await self.run_imaging(variants.render, source, info, rendering)
             except imaging.ImageRejected as exc:
                 raise ApiError(f"The image could not be rendered: {exc.message}") from exc
-            self.renders += 1
         await self.blobs.put_derived(record.sha256, rendering.name, _kept(record, rendering, data))
         # Deleted while it was rendered? Then what was just stored goes with its original,
         # under the same lock and check as a delete.
         current = await self.images.get_public(record.id)
         if current is None or current.deleted_at is not None:
-            async with self.images.locked(record.sha256) as tx:
-                if not await tx.in_use():
-                    await self.blobs.delete(record.sha256)
+            await self._release(record.sha256)
 
 
 def _kept(record: ImageRecord, rendering: variants.Rendering, data: bytes) -> bytes:

@@ -541,7 +541,7 @@ def derived_names(server: Server) -> set[str]:
 
 def test_concurrent_first_requests_render_once(server: Server) -> None:
     image = upload(server, encoded(photo(1600, 1200), "JPEG", quality=90), "p.jpg", "image/jpeg")
-    before = server.app.library.renders
+    before = server.app.library.rendered
     results: list[Response] = []
     paths = [image.path + "?w=800&format=webp", image.path + "/w800.webp"] * 6
     threads = [threading.Thread(target=lambda p=p: results.append(fetch(server, p))) for p in paths]
@@ -549,14 +549,14 @@ def test_concurrent_first_requests_render_once(server: Server) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert server.app.library.renders == before + 1
+    assert server.app.library.rendered == before + 1
     assert {(r.status, r.body, r.headers["ETag"]) for r in results} == {
         (200, results[0].body, rendered_etag(image, "w800-webp"))
     }
     assert derived_names(server) == {"thumbnail", "w800-webp"}
     # Asked again, it is served as it was stored: no second rendering.
     assert fetch(server, image.path + "/w800.webp").body == results[0].body
-    assert server.app.library.renders == before + 1
+    assert server.app.library.rendered == before + 1
 
 
 @pytest.mark.embedded_only  # sets the version in the SQLite database by hand
@@ -567,7 +567,7 @@ def test_renderings_are_deterministic_and_survive_a_restart(server_factory: Any,
     made = {p: first.request("GET", image.path + p) for p in ("?w=600", "/w320.webp", ".png")}
     first.stop()
     second = server_factory(data_dir=data_dir)
-    assert second.app.library.renders == 0
+    assert second.app.library.rendered == 0
     for p, resp in made.items():  # kept: the same bytes and ETags, with nothing rendered
         again = second.request("GET", image.path + p)
         assert (again.status, again.header_dict(), again.body) == (
@@ -575,7 +575,7 @@ def test_renderings_are_deterministic_and_survive_a_restart(server_factory: Any,
             resp.header_dict(),
             resp.body,
         )
-    assert second.app.library.renders == 0
+    assert second.app.library.rendered == 0
     for blob in second.call(second.app.library.blobs.list_blobs()):
         assert blob.variant in (None, "thumbnail", "w600-jpeg", "w320-webp", "png")
     second.stop()
@@ -588,7 +588,7 @@ def test_renderings_are_deterministic_and_survive_a_restart(server_factory: Any,
     for p, resp in made.items():
         again = third.request("GET", image.path + p)
         assert (again.header_dict(), again.body) == (resp.header_dict(), resp.body)
-    assert third.app.library.renders == 3
+    assert third.app.library.rendered == 3
 
 
 def test_renderings_are_removed_with_the_image(server: Server) -> None:
@@ -599,6 +599,7 @@ def test_renderings_are_removed_with_the_image(server: Server) -> None:
         assert fetch(server, image.path + p).status == 200
     assert derived_names(server) == {"thumbnail", "w600-jpeg", "w320-webp", "png"}
     assert server.request("DELETE", f"/v3/images/{image.id}").status == 204
+    server.call(server.app.library.remove_unused_now())
     assert derived_names(server) == {"thumbnail", "w600-jpeg", "w320-webp", "png"}  # twin's
     assert fetch(server, twin.path + "?w=600").status == 200
     assert server.request("DELETE", f"/v3/images/{twin.id}").status == 204

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,12 @@ def set_allow(handler: tornado.web.RequestHandler, status_code: int) -> None:
         handler.set_header("Allow", ", ".join(allowed_methods(type(handler))))
 
 
+def _head_as_get(self: tornado.web.RequestHandler, *args: str) -> Awaitable[None] | None:
+    """The GET handler, its body dropped by Tornado for a HEAD request: the headers are
+    exactly GET's, Content-Length included."""
+    return self.get(*args)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
     error_code: str | None = None  # the code of the error answered, for the metrics
@@ -70,10 +76,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, services: Services) -> None:
         self.services = services
 
-    def head(self, *args: str) -> Awaitable[None] | None:
-        """HEAD wherever GET is (RFC 9110 9.3.2): the same handler, its body dropped by
-        Tornado, so the headers are exactly GET's (Content-Length included)."""
-        return self.get(*args)
+    # HEAD wherever GET is (RFC 9110 9.3.2). Typed as Tornado types its methods, so that a
+    # handler may still define a `head` of its own signature.
+    head: Callable[..., Awaitable[None] | None] = _head_as_get
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no response names our software or its version

@@ -214,7 +214,7 @@ class PublicImageHandler(BaseHandler):
     def library(self) -> Library:
         return self.services.library
 
-    async def head(self, path: str) -> None:  # type: ignore[override]
+    async def head(self, path: str) -> None:
         await self.get(path, include_body=False)
 
     async def get(self, path: str, include_body: bool = True) -> None:
