@@ -54,7 +54,7 @@ def test_migrations_are_named_recorded_and_run_once(postgres_url: str) -> None:
             )
             assert [r["tablename"] for r in tables] == [
                 "api_keys", "appliance_state", "events", "events_head", "folder_stats",
-                "images", "migrations", "tenant_stats", "tenants",
+                "folders", "image_fetches", "images", "migrations", "tenant_stats", "tenants",
             ]  # fmt: skip
         finally:
             await again.close()
@@ -83,6 +83,8 @@ def test_the_trigram_index_answers_exactly_as_the_reference(
                     "images_live_by_tenant",
                     "images_live_by_folder",
                     "images_live_by_blob",
+                    "images_live_by_name",
+                    "images_live_by_size",
                 ):
                     await tx.execute(f"DROP INDEX {index}")
                 await tx.execute("ANALYZE images")
