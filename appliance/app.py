@@ -63,7 +63,7 @@ def make_app(
         (r"/v3/folders/([^/]+)/?", FolderHandler, deps, "/v3/folders/{name}"),
         (r"/v3/openapi.json", OpenApiHandler, deps, "/v3/openapi.json"),
         (r"/v3(?:/.*)?", ApiNotFoundHandler, deps, "/v3/*"),
-        (r"/i/([^/]+)", PublicImageHandler, {**deps, "cache": cache}, "/i/{id}"),
+        (r"/i/(.*)", PublicImageHandler, {**deps, "cache": cache}, "/i/{id}"),
         (r"/healthz", HealthHandler, deps, "/healthz"),
         (r"/readyz", ReadyHandler, deps, "/readyz"),
         (r"/", GalleryHandler, deps, "/"),
@@ -184,7 +184,14 @@ async def open_services(settings: Settings) -> tuple[Metadata, Library, list[Thr
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         raise
-    library = Library(metadata.images, blobs, io_pool=io_pool, imaging_pool=imaging_pool)
+    library = Library(
+        metadata.images,
+        blobs,
+        io_pool=io_pool,
+        imaging_pool=imaging_pool,
+        render_concurrency=settings.render_concurrency,
+        render_queue=settings.render_queue,
+    )
     return metadata, library, pools
 
 

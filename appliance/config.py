@@ -10,6 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "PICTOR_"
+# Renderings of variants on demand: a load limit (README, "Variants").
+RENDER_CONCURRENCY = 2
+RENDER_QUEUE = 32
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,20 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be 0..65535, not {port}")
     return port
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if not 0 <= count <= 100_000:
+        raise ValueError(f"must be 0..100000, not {count}")
+    return count
+
+
+def _positive(value: str) -> int:
+    count = _count(value)
+    if count < 1:
+        raise ValueError("must be at least 1")
+    return count
 
 
 def _public_url(value: str) -> str:
@@ -151,6 +168,18 @@ SETTINGS: tuple[Setting, ...] = (
         _size,
     ),
     Setting("log_format", "text", "log lines as text, or one JSON object per line", _log_format),
+    Setting(
+        "render_concurrency",
+        str(RENDER_CONCURRENCY),
+        "variants (widths, formats) rendered at once; more wait in the render queue",
+        _positive,
+    ),
+    Setting(
+        "render_queue",
+        str(RENDER_QUEUE),
+        "variants that may wait for a rendering slot; past that the answer is 503",
+        _count,
+    ),
 )
 
 
@@ -166,6 +195,8 @@ class Settings:
     database: str = "sqlite"
     blob_store: str = "file"
     s3_endpoint: str | None = None
+    render_concurrency: int = RENDER_CONCURRENCY
+    render_queue: int = RENDER_QUEUE
 
 
 class ConfigError(ValueError):

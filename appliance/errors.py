@@ -110,6 +110,13 @@ class StorageUnavailable(ApiError):
         )
 
 
+class BusyRendering(ApiError):
+    """Every rendering slot is taken and the queue for them is full: a load limit."""
+
+    status = 503
+    code = "busy_rendering"
+
+
 class TooManyRequests(ApiError):
     status = 429
     code = "too_many_requests"

@@ -17,24 +17,52 @@ from collections.abc import Awaitable
 import tornado.web
 from tornado import httputil
 
+from appliance import variants
 from appliance.errors import ApiError
 from appliance.fetchstats import FetchCounter
 from appliance.handlers.base import SECURITY_HEADERS
 from appliance.handlers.public import (
+    GONE_BODY,
+    GONE_CACHE_CONTROL,
     PUBLIC_HEADERS,
     RepresentationCache,
     plan_response,
     representation_headers,
 )
-from appliance.library import THUMBNAIL, Library
+from appliance.library import Library
 from appliance.metrics import HttpMetrics
 
 log = logging.getLogger("pictor.http")
 _FIXED_HEADERS = SECURITY_HEADERS + PUBLIC_HEADERS
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
-_QUERIES = {"": None, "variant=" + THUMBNAIL: THUMBNAIL}
+_GONE_HEADERS = (
+    ("Content-Type", "application/json; charset=UTF-8"),
+    ("Cache-Control", GONE_CACHE_CONTROL),
+    ("Content-Length", str(len(GONE_BODY))),
+)
 _Answer = tuple[httputil.ResponseStartLine, httputil.HTTPHeaders, bytes]
 ROUTE = "/i/{id}"  # the route label of the fast lane's answers in the metrics
+
+
+def _ask(rest: str, query: str) -> tuple[str, variants.Ask] | None:
+    """The image id and what a request asks for, read exactly as the handler reads them;
+    None when only the handler can say (percent-encoding, or an answer of 400 or 404)."""
+    if "%" in rest or "%" in query or "+" in query:
+        return None
+    try:
+        image_id, ask = variants.split_path(rest)
+        if ask is None:
+            ask = variants.ORIGINAL
+            if query:
+                args: dict[str, list[str]] = {}
+                for part in query.split("&"):
+                    if part:
+                        name, _, value = part.partition("=")
+                        args.setdefault(name, []).append(value)
+                ask = variants.from_query(args)
+    except ApiError:
+        return None
+    return image_id, ask
 
 
 class _Clock:
@@ -78,17 +106,22 @@ class FastPublicRouter(httputil.HTTPServerConnectionDelegate):
     def answer(
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
     ) -> _Answer | None:
-        """The answer to a hot GET/HEAD of /i/{id}[?variant=thumbnail]; None to let the
-        application handle the request."""
+        """The answer to a GET/HEAD of any form of /i/ whose representation is in memory, or
+        whose image is known to be deleted (410); None to let the application handle the
+        request."""
         if start_line.method not in ("GET", "HEAD") or not start_line.path.startswith("/i/"):
             return None
-        path, _, query = start_line.path[3:].partition("?")
-        if query not in _QUERIES or not path or "/" in path or "%" in path:
+        rest, _, query = start_line.path[3:].partition("?")
+        asked = _ask(rest, query)
+        if asked is None:
             return None
-        record = self.library.cached_public(path)
-        if record is None or record.deleted_at is not None:
-            return None  # unknown here, or gone: the handler answers (and caches) those
-        rep = self.cache.get((path, _QUERIES[query]))
+        image_id, ask = asked
+        record = self.library.cached_public(image_id)
+        if record is None:
+            return None  # unknown here: the handler answers (and caches) it
+        if record.deleted_at is not None:
+            return self._gone(start_line)
+        rep = self.cache.get((image_id, ask.key))
         if rep is None or rep.body is None:
             return None
         try:
@@ -107,8 +140,18 @@ class FastPublicRouter(httputil.HTTPServerConnectionDelegate):
         # Counted like the handler counts: from memory; a GET (200, 206, 304) is a fetch.
         self.cache.hits += 1
         if start_line.method == "GET":
-            self.fetch_stats.count(path, headers.get("User-Agent"))
+            self.fetch_stats.count(image_id, headers.get("User-Agent"))
         return httputil.ResponseStartLine("HTTP/1.1", plan.status, _REASONS[plan.status]), out, body
+
+    def _gone(self, start_line: httputil.RequestStartLine) -> _Answer:
+        """What the handler answers for a deleted image, whatever the form, conditionals or
+        range: old newsletters keep being opened, and their 410s cost no more than a hit."""
+        out = httputil.HTTPHeaders()
+        out["Date"] = self.clock.date()
+        for name, value in _FIXED_HEADERS + _GONE_HEADERS:
+            out[name] = value
+        body = GONE_BODY if start_line.method == "GET" else b""
+        return httputil.ResponseStartLine("HTTP/1.1", 410, "Gone"), out, body
 
 
 class _Delegate(httputil.HTTPMessageDelegate):

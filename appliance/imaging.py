@@ -22,7 +22,9 @@ MAX_FRAMES = 1_000
 
 THUMBNAIL_SIZE = 320
 THUMBNAIL_FRAMES = 50  # animated thumbnails keep at most this many frames
-THUMBNAIL_VERSION = "1"  # part of the thumbnail's ETag; bump when the output changes
+# Part of the thumbnail's ETag; bump when the output changes. 2: palette PNG sources give
+# palette PNG thumbnails (smaller, and as faithful as the source).
+THUMBNAIL_VERSION = "2"
 
 _ALLOWED_LOADERS = (
     "VipsForeignLoadJpeg",
@@ -50,6 +52,15 @@ class ImageInfo:
     width: int
     height: int  # of one frame
     pages: int
+    orientation: int = 1  # EXIF orientation, 1-8; 5-8 swap the sides as shown
+    palette: bool = False  # a palette (indexed colour) PNG or a GIF
+
+    @property
+    def shown(self) -> tuple[int, int]:
+        """Width and height as shown, after EXIF orientation."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
 
 
 def init_pyvips() -> str:
@@ -109,6 +120,8 @@ def probe(path: str, mime_type: str) -> ImageInfo:
         image = loader(path, access="sequential", fail_on="error")
         loaded_by = str(image.get("vips-loader"))
         pages = int(image.get("n-pages")) if image.get_typeof("n-pages") else 1
+        orientation = int(image.get("orientation")) if image.get_typeof("orientation") else 1
+        palette = bool(image.get("palette")) if image.get_typeof("palette") else False
     except pyvips.Error as exc:
         raise ImageRejected(
             "malformed_image",
@@ -137,7 +150,14 @@ def probe(path: str, mime_type: str) -> ImageInfo:
             + f"; the limit is {MAX_DIMENSION} pixels a side, {MAX_FRAME_PIXELS // 1_000_000} "
             f"megapixels a frame and {MAX_FRAMES} frames. Scale it down and upload it again.",
         )
-    return ImageInfo(mime_type=mime_type, width=width, height=height, pages=max(pages, 1))
+    return ImageInfo(
+        mime_type=mime_type,
+        width=width,
+        height=height,
+        pages=max(pages, 1),
+        orientation=orientation if 1 <= orientation <= 8 else 1,
+        palette=palette or family == "gif",
+    )
 
 
 def thumbnail(path: str, info: ImageInfo) -> bytes:
@@ -155,11 +175,13 @@ def thumbnail(path: str, info: ImageInfo) -> bytes:
         path = f"{path}[n={min(info.pages, THUMBNAIL_FRAMES)}]"
     try:
         if family == "jpeg":
-            image = _jpeg_thumbnail(path, info)
+            fit = min(THUMBNAIL_SIZE / info.width, THUMBNAIL_SIZE / info.height, 1.0)
+            width, height = info.shown
+            image = jpeg_scaled(path, info, max(1, round(width * fit)), max(1, round(height * fit)))
         else:
             image = pyvips.Image.thumbnail(path, THUMBNAIL_SIZE, **kwargs)
-        image = _to_srgb8(image)
-        return _save(image, family)
+        image = to_srgb8(image)
+        return encode(image, family, palette=info.palette)
     except pyvips.Error as exc:
         raise ImageRejected(
             "malformed_image",
@@ -167,12 +189,14 @@ def thumbnail(path: str, info: ImageInfo) -> bytes:
         ) from exc
 
 
-def _jpeg_thumbnail(path: str, info: ImageInfo) -> pyvips.Image:
-    """`thumbnail`'s steps for a JPEG, spelled out: libjpeg's DCT scaling (shrink-on-load by
-    1/2, 1/4 or 1/8, staying at least as large as the result), then EXIF rotation, the
-    embedded ICC profile to sRGB, and a Lanczos resize. Measured by `make bench` on a 12 MP
-    photo, this is about 15% less work than `thumbnail`, which opens the file twice."""
-    fit = min(THUMBNAIL_SIZE / info.width, THUMBNAIL_SIZE / info.height, 1.0)
+def jpeg_scaled(path: str, info: ImageInfo, width: int, height: int) -> pyvips.Image:
+    """A JPEG at `width` x `height` as shown (never more than its own size): `thumbnail`'s
+    steps spelled out. libjpeg's DCT scaling (shrink-on-load by 1/2, 1/4 or 1/8, staying at
+    least as large as the result), then EXIF rotation, the embedded ICC profile to sRGB, and
+    a Lanczos resize. Measured by `make bench` on a 12 MP photo, this is about 15% less work
+    than `thumbnail`, which opens the file twice."""
+    shown_w, shown_h = info.shown
+    fit = max(width / shown_w, height / shown_h)
     shrink = next(s for s in (8, 4, 2, 1) if s * fit <= 1.0)
     image = pyvips.Image.jpegload(path, shrink=shrink, access="sequential", fail_on="error")
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
@@ -180,16 +204,12 @@ def _jpeg_thumbnail(path: str, info: ImageInfo) -> pyvips.Image:
         image = image.copy_memory().autorot()  # small by now; rotation needs random access
     if image.get_typeof("icc-profile-data"):
         image = image.icc_transform("srgb", embedded=True, intent="perceptual")
-    width = max(1, round(info.width * fit))
-    height = max(1, round(info.height * fit))
-    if orientation in (5, 6, 7, 8):  # these orientations swap the sides
-        width, height = height, width
     if (image.width, image.height) != (width, height):
         image = image.resize(width / image.width, vscale=height / image.height)
     return image
 
 
-def _to_srgb8(image: pyvips.Image) -> pyvips.Image:
+def to_srgb8(image: pyvips.Image) -> pyvips.Image:
     """CMYK, Lab, 16-bit and float images become 8-bit sRGB (or 8-bit grey)."""
     interpretation = str(image.interpretation)
     target = "b-w" if interpretation in ("b-w", "grey16") else "srgb"
@@ -200,13 +220,20 @@ def _to_srgb8(image: pyvips.Image) -> pyvips.Image:
     return image
 
 
-def _save(image: pyvips.Image, family: str) -> bytes:
+def encode(image: pyvips.Image, family: str, *, palette: bool = False) -> bytes:
+    """The settings of every rendering (README, "Image quality"): JPEG quality 85 with
+    optimised Huffman tables, transparency flattened onto white; PNG zlib level 6, as a
+    palette image when the source was one; GIF at effort 1; WebP quality 80. Metadata is
+    stripped; animation (page height, delays, loop) is kept where the format has it."""
     if family == "jpeg":
         if image.hasalpha():
             image = image.flatten(background=[255])
         data = image.jpegsave_buffer(Q=85, optimize_coding=True, keep="none")
     elif family == "png":
-        data = image.pngsave_buffer(compression=6, keep="none")
+        # A palette source drawn again with libimagequant at its best: anti-aliased edges
+        # of a downscaled flat graphic would otherwise double its size in truecolour.
+        extra = {"palette": True, "Q": 100, "effort": 10} if palette else {}
+        data = image.pngsave_buffer(compression=6, filter="all", keep="none", **extra)
     elif family == "gif":
         # effort=1: palette quantisation at a sixth of the default's time (3.3 s -> 0.6 s
         # for 24 frames of 320x240, make bench), for about 15% larger files.

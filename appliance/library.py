@@ -9,21 +9,24 @@ every process on the database shares, so dedup and blob removal stay right acros
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from appliance import imaging, validation
+from appliance import imaging, validation, variants
 from appliance.blobs import BlobNotFound, BlobReader, BlobStore, TempBlob
+from appliance.config import RENDER_CONCURRENCY, RENDER_QUEUE
 from appliance.errors import (
     ApiError,
     BadRequest,
+    BusyRendering,
     NotFound,
     StorageUnavailable,
     UnsupportedMediaType,
@@ -39,6 +42,12 @@ THUMBNAIL = "thumbnail"
 # How long an original no image uses stays in an object store, so that streams of it in
 # flight on any node finish; the sweep's grace period covers a node that died meanwhile.
 DEFERRED_REMOVAL_SECONDS = 600.0
+# Renderings on demand (widths, formats, a lost thumbnail) are limited by load, not for
+# correctness: config.RENDER_CONCURRENCY at once, config.RENDER_QUEUE waiting for a slot;
+# past that the answer is 503 with Retry-After.
+RENDER_RETRY_AFTER = 2  # seconds: a rendering of a 12 MP photo takes about 0.1 s
+# What the derived files on disk were made by; any other value at start drops them all.
+DERIVED_VERSION = f"t{imaging.THUMBNAIL_VERSION}-r{variants.RENDER_VERSION}"
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 
@@ -58,12 +67,21 @@ class Library:
         io_pool: ThreadPoolExecutor,
         imaging_pool: ThreadPoolExecutor,
         cache_size: int = 10_000,
+        render_concurrency: int = RENDER_CONCURRENCY,
+        render_queue: int = RENDER_QUEUE,
     ) -> None:
         self.images = images
         self.blobs = blobs
         self._io = io_pool
-        self._imaging = imaging_pool
+        self.imaging_pool = imaging_pool
         self._renders_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._render_slots = asyncio.Semaphore(render_concurrency)
+        self.render_queue = render_queue
+        self.renders = 0  # renderings made by this process (tests, metrics)
+        self.renders_running = 0
+        self.renders_waiting = 0
+        # The size as shown (after EXIF orientation) of digests whose orientation mattered.
+        self._shown: OrderedDict[str, tuple[int, int]] = OrderedDict()
         # Public lookups by id: records never change but for their tombstone, so they are
         # cached (bounded, LRU) and updated by delete, here or (by event) on another node.
         # Unknown ids are not cached.
@@ -85,7 +103,7 @@ class Library:
     async def run_imaging(self, fn: Callable[..., T], *args: object) -> T:
         self.imaging_jobs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._imaging, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self.imaging_pool, fn, *args)
         finally:
             self.imaging_jobs -= 1
 
@@ -143,14 +161,15 @@ class Library:
             await asyncio.sleep(interval * random.uniform(0.9, 1.1))
 
     async def _drop_stale_thumbnails(self) -> None:
-        """Thumbnails made by code of another thumbnail version are removed (and remade on
-        demand), so that no old bytes are served under a new ETag after an upgrade."""
-        if await self.images.state("thumbnail_version") == imaging.THUMBNAIL_VERSION:
+        """Thumbnails and renderings made by code of another version are removed (and
+        remade on demand), so that no old bytes are served under a new ETag after an
+        upgrade."""
+        if await self.images.state("thumbnail_version") == DERIVED_VERSION:
             return
         dropped = await self.blobs.drop_derived()
         if dropped:
-            log.info("removed %d thumbnail(s) of another version", dropped)
-        await self.images.set_state("thumbnail_version", imaging.THUMBNAIL_VERSION)
+            log.info("removed %d thumbnail(s) and rendering(s) of another version", dropped)
+        await self.images.set_state("thumbnail_version", DERIVED_VERSION)
 
     # -- upload -------------------------------------------------------------------------
 
@@ -195,20 +214,24 @@ class Library:
                     # Under the lock, so that a delete of this content cannot slip in
                     # between and leave a thumbnail without its blob.
                     if is_new:
-                        await self._keep_thumbnail(sha, thumb)
+                        await self._keep_thumbnail(record, thumb)
             except (OSError, sqlite3.Error) as exc:
                 raise storage_error(exc) from exc
         finally:
             await self.run_io(temp.discard)  # published by now, or refused
         return record
 
-    async def _keep_thumbnail(self, sha: str, thumb: bytes) -> None:
+    async def _keep_thumbnail(self, record: ImageRecord, thumb: bytes) -> None:
         """The thumbnail was made anyway (it proved the file decodes); keeping it makes the
         gallery's first view instant. Losing it costs only a remake on first request."""
+        rendering = variants.resolve(
+            variants.Ask(thumbnail=True), record.mime_type, record.width, record.height
+        )
+        assert rendering is not None  # a thumbnail is always made
         try:
-            await self.blobs.put_derived(sha, THUMBNAIL, thumb)
+            await self.blobs.put_derived(record.sha256, THUMBNAIL, _kept(record, rendering, thumb))
         except (OSError, StorageUnavailable):
-            log.exception("could not keep the thumbnail of %s", sha)
+            log.exception("could not keep the thumbnail of %s", record.sha256)
 
     # -- delete -------------------------------------------------------------------------
 
@@ -296,7 +319,11 @@ class Library:
                         reset()
 
     def _forget(self, image_id: str) -> None:
-        self._public.pop(image_id, None)
+        record = self._public.get(image_id)
+        if record is not None and record.deleted_at is None:
+            # A tombstone already cached (this node's own delete, whose event comes back
+            # too) stays: the fast lane answers its 410s from it.
+            del self._public[image_id]
         for forget in self.on_delete:
             forget(image_id)
 
@@ -322,27 +349,55 @@ class Library:
                 self._remember(record)
         return record
 
-    async def open_representation(self, record: ImageRecord, variant: str | None) -> BlobReader:
-        """The stored bytes of an original or a derived file; a missing thumbnail is made
-        now, and concurrent first requests for it share one rendering. Raises BlobNotFound
-        when the original is gone (deleted meanwhile: the caller answers 410)."""
-        try:
-            return await self.blobs.open(record.sha256, variant)
-        except BlobNotFound:
-            if variant is None:
-                raise
-        await self._render_once(record, variant)
-        return await self.blobs.open(record.sha256, variant)
+    async def resolve(self, record: ImageRecord, ask: variants.Ask) -> variants.Rendering | None:
+        """What answers `ask` for this image: a rendering, or None for the original's bytes.
+        Raises NotFound for a path form that names nothing for this image."""
+        width, height = record.width, record.height
+        if variants.orientation_matters(ask, record.mime_type, width, height):
+            width, height = await self._shown_size(record)
+        return variants.resolve(ask, record.mime_type, width, height)
 
-    async def _render_once(self, record: ImageRecord, variant: str) -> None:
-        key = (record.sha256, variant)
+    async def _shown_size(self, record: ImageRecord) -> tuple[int, int]:
+        """The size as shown, after EXIF orientation, from the original's header (once per
+        digest and process; the database keeps only the stored size)."""
+        shown = self._shown.get(record.sha256)
+        if shown is None:
+            async with self._render_slot(), self.blobs.source_file(record.sha256) as source:
+                info = await self._probe(record, source)
+            shown = info.shown
+            self._shown[record.sha256] = shown
+            while len(self._shown) > self._public_max:
+                self._shown.popitem(last=False)
+        return shown
+
+    async def open_representation(
+        self, record: ImageRecord, rendering: variants.Rendering | None
+    ) -> tuple[variants.Rendering | None, BlobReader]:
+        """The stored bytes of the original (`rendering` None) or of a rendering, made now
+        if it is missing; concurrent first requests for it share one rendering. Returns the
+        rendering that answers (None: the original answers in its place) and an open reader.
+        Raises BlobNotFound when the original is gone (deleted meanwhile: answer 410)."""
+        if rendering is None:
+            return None, await self.blobs.open(record.sha256)
+        try:
+            reader = await self.blobs.open(record.sha256, rendering.name)
+        except BlobNotFound:
+            await self._render_once(record, rendering)
+            reader = await self.blobs.open(record.sha256, rendering.name)
+        if reader.size == 0:  # kept as "no smaller than the original": serve that
+            await reader.close()
+            return None, await self.blobs.open(record.sha256)
+        return rendering, reader
+
+    async def _render_once(self, record: ImageRecord, rendering: variants.Rendering) -> None:
+        key = (record.sha256, rendering.name)
         pending = self._renders_in_flight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._renders_in_flight[key] = future
         try:
-            await self._render(record, variant)
+            await self._render(record, rendering)
             self.rendered += 1
             future.set_result(None)
         except BaseException as exc:
@@ -352,13 +407,56 @@ class Library:
         finally:
             del self._renders_in_flight[key]
 
-    async def _render(self, record: ImageRecord, variant: str) -> None:
-        if variant != THUMBNAIL:
-            raise ValueError(f"unknown variant {variant!r}")
-        async with self.blobs.source_file(record.sha256) as source:
+    @contextlib.asynccontextmanager
+    async def _render_slot(self) -> AsyncIterator[None]:
+        """One of the bounded rendering slots; BusyRendering (503) when the queue for them
+        is full."""
+        if self._render_slots.locked() and self.renders_waiting >= self.render_queue:
+            raise BusyRendering(
+                f"Too many images are being rendered; try again in {RENDER_RETRY_AFTER} seconds.",
+                headers={"Retry-After": str(RENDER_RETRY_AFTER)},
+            )
+        self.renders_waiting += 1
+        try:
+            await self._render_slots.acquire()
+        finally:
+            self.renders_waiting -= 1
+        self.renders_running += 1
+        try:
+            yield
+        finally:
+            self.renders_running -= 1
+            self._render_slots.release()
+
+    async def _probe(self, record: ImageRecord, source: str) -> imaging.ImageInfo:
+        try:
+            return await self.run_imaging(imaging.probe, source, record.mime_type)
+        except imaging.ImageRejected as exc:  # the stored original was accepted once
+            raise ApiError(f"The image could not be read: {exc.message}") from exc
+
+    async def _render(self, record: ImageRecord, rendering: variants.Rendering) -> None:
+        """Render off the event loop, within a slot, and store the result beside the
+        thumbnail (an empty file: the original answers in its place)."""
+        async with self._render_slot(), self.blobs.source_file(record.sha256) as source:
+            info = await self._probe(record, source)
             try:
-                info = await self.run_imaging(imaging.probe, source, record.mime_type)
-                data = await self.run_imaging(imaging.thumbnail, source, info)
-            except imaging.ImageRejected as exc:  # the stored original was accepted once
-                raise ApiError(f"The thumbnail could not be made: {exc.message}") from exc
-        await self.blobs.put_derived(record.sha256, variant, data)
+                data = await self.run_imaging(variants.render, source, info, rendering)
+            except imaging.ImageRejected as exc:
+                raise ApiError(f"The image could not be rendered: {exc.message}") from exc
+            self.renders += 1
+        await self.blobs.put_derived(record.sha256, rendering.name, _kept(record, rendering, data))
+        # Deleted while it was rendered? Then what was just stored goes with its original,
+        # under the same lock and check as a delete.
+        current = await self.images.get_public(record.id)
+        if current is None or current.deleted_at is not None:
+            async with self.images.locked(record.sha256) as tx:
+                if not await tx.in_use():
+                    await self.blobs.delete(record.sha256)
+
+
+def _kept(record: ImageRecord, rendering: variants.Rendering, data: bytes) -> bytes:
+    """What to store for a rendering: its bytes, or nothing when they are no smaller than
+    the original in the original's own format (never more bytes than needed)."""
+    if variants.not_smaller(rendering, data, record.mime_type, record.size_bytes):
+        return b""
+    return data

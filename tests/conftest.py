@@ -190,8 +190,15 @@ def run_server(
 # a server runs once on the embedded default (SQLite and a blob directory) and once scaled
 # out (PostgreSQL and an S3 object store), unless it is marked `embedded_only` (it looks at
 # the data directory's own files).
-SHARED_SUITES = {"test_api", "test_proxy", "test_upload", "test_storage", "test_conditional"}
-SHARED_SUITES |= {"test_fetch_stats"}
+SHARED_SUITES = {
+    "test_api",
+    "test_proxy",
+    "test_variants",
+    "test_upload",
+    "test_storage",
+    "test_conditional",
+    "test_fetch_stats",
+}
 SCALEOUT_SUITES = {"test_scaleout"}  # only about many nodes over shared services
 PAIRS: list[str] = ["embedded", "scaleout"]
 

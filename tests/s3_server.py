@@ -51,7 +51,7 @@ from appliance.blobs.s3client import Credentials, S3Config, canonical_query, sig
 WEED = Path(sys.executable).with_name("weed")
 REGION = "us-east-1"
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0  # a restart now and then waits 15 s inside SeaweedFS
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,10 @@ class SeaweedFS:
     """`weed mini` on loopback ports, data under `root` (a temp dir by default), S3 with one
     identity. `stop()`/`start()` restart it on the same ports and data."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, core: int | None = None) -> None:
+        """`core`: pin the server to this CPU (benchmarks)."""
         self._own_root = root is None
+        self.core = core
         self.root = Path(tempfile.mkdtemp(prefix="pictor-weed-")) if root is None else root
         self.data_dir = self.root / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,9 @@ class SeaweedFS:
 
     def command(self) -> list[str]:
         p = self.ports
+        pin = ["taskset", "-c", str(self.core)] if self.core is not None else []
         return [
+            *pin,
             str(WEED),
             "mini",
             f"-dir={self.data_dir}",
@@ -213,8 +217,11 @@ class SeaweedFS:
 
     def _wait_ready(self, deadline: float) -> None:
         """Until a write works: S3 answers a listing before the volume server has registered,
-        and a PUT then would wait (a first start also grows the shared bucket's volume)."""
+        and a PUT then would wait (a first start also grows the shared bucket's volume).
+        Restarts take 1-2 s, but about one in five waits 5-15 s more inside SeaweedFS for
+        the volume server to register again ("Volume Count: 0" in its log)."""
         listed = False
+        last = "nothing yet"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -226,14 +233,18 @@ class SeaweedFS:
                         raise RuntimeError(f"could not create bucket: {made.body!r}")
                     continue
                 probe = f"/{self.shared_bucket}/ready-probe"
-                if self.request("PUT", probe, body=b"ready", timeout=5).status == 200:
+                reply = self.request("PUT", probe, body=b"ready", timeout=5)
+                if reply.status == 200:
                     self.request("DELETE", probe)
                     return
-            except OSError:
-                pass
+                last = f"PUT answered {reply.status}: {reply.body[:200]!r}"
+            except OSError as exc:
+                last = repr(exc)
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"weed did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"weed was not ready within {START_TIMEOUT} s ({last}):\n{self.log_tail()}"
+        )
 
     def _configure_fsync(self) -> None:
         p = self.ports

@@ -105,6 +105,18 @@ def test_put_then_read_and_open_at_any_offset(make_store: Maker) -> None:
     with_store(make_store, scenario)
 
 
+def test_a_10_mb_original_streams_in_and_out(make_store: Maker) -> None:
+    """The largest upload the contract accepts: put from the scratch file, read back."""
+    data = os.urandom(10 * 1024 * 1024)
+
+    async def scenario(store: BlobStore) -> None:
+        sha = await put(store, data)
+        assert await read_from(store, sha, None, 0, 1 << 20) == data
+        assert await read_from(store, sha, None, len(data) - 5, 1 << 20) == data[-5:]
+
+    with_store(make_store, scenario)
+
+
 def test_an_unknown_digest_is_blob_not_found(make_store: Maker) -> None:
     sha = hashlib.sha256(b"never stored").hexdigest()
 

@@ -98,13 +98,19 @@ def test_a_wrong_secret_is_refused_with_403(s3_target: S3Target, tmp_path: Path)
     source = tmp_path / "blob"
     source.write_bytes(b"payload")
     digest = hashlib.sha256(b"payload").hexdigest()
+    # 10 MB: the store answers 403 long before it has the body, and closes the connection.
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(10 * 1024 * 1024))
+    big_digest = hashlib.sha256(big.read_bytes()).hexdigest()
 
     async def attempts() -> list[tuple[int, str]]:
         client = S3Client(s3_target.config(secret_key=secrets.token_hex(8)))
         outcomes = []
+        size = 10 * 1024 * 1024
         try:
             for call in (
                 lambda: client.put_file(f"{s3_target.prefix}/a", str(source), digest, 7),
+                lambda: client.put_file(f"{s3_target.prefix}/c", str(big), big_digest, size),
                 lambda: client.put_bytes(f"{s3_target.prefix}/b", b"payload"),
                 lambda: client.get_range(f"{s3_target.prefix}/a", 0, 10),
                 client.check_bucket,
@@ -117,7 +123,7 @@ def test_a_wrong_secret_is_refused_with_403(s3_target: S3Target, tmp_path: Path)
             await client.close()
         return outcomes
 
-    assert run(attempts()) == [(403, "SignatureDoesNotMatch")] * 4
+    assert run(attempts()) == [(403, "SignatureDoesNotMatch")] * 5
 
 
 def test_a_payload_that_does_not_match_its_signed_hash_is_refused(
@@ -181,6 +187,49 @@ def test_put_get_range_head_list_delete(s3_target: S3Target, tmp_path: Path) -> 
     run(scenario())
 
 
+def test_a_stream_outlives_a_delete_and_holds_little(
+    seaweedfs: SeaweedFS, s3_target: S3Target
+) -> None:
+    """One GET per stream: the object deleted after the first chunk is still received whole.
+    The reader takes the body at its own pace; closed early, its connection is dropped."""
+    data = os.urandom(12 * 1024 * 1024)
+    key = f"{s3_target.prefix}/streamed"
+
+    async def scenario() -> tuple[bytes, int, int, int, int]:
+        client = client_for(s3_target)
+        try:
+            await client.put_bytes(key, data)
+            stream = await client.open_stream(key)
+            first = await stream.read(65536)
+            await asyncio.to_thread(seaweedfs.request, "DELETE", f"/{s3_target.bucket}/{key}")
+            assert not await client.exists(key)
+            parts = [first]
+            while chunk := await stream.read(1 << 20):
+                parts.append(chunk)
+            await stream.close()
+            idle_after_whole = client.open_connections
+            await client.put_bytes(key, data)
+            early = await client.open_stream(key, 1000)
+            size = early.size
+            assert await early.read(10) == data[1000:1010]
+            await early.close()  # 12 MB not read: that connection cannot be reused
+            with pytest.raises(ObjectNotFound):
+                await client.open_stream(f"{s3_target.prefix}/missing")
+            past = await client.open_stream(key, len(data))
+            assert (past.size, await past.read(100)) == (len(data), b"")
+            await past.close()
+            return b"".join(parts), stream.size, size, idle_after_whole, client.open_connections
+        finally:
+            await client.close()
+
+    body, size, early_size, idle_after_whole, idle_after_early = run(scenario())
+    assert body == data
+    assert (size, early_size) == (len(data), len(data))
+    # Whole: the stream's connection and the one `exists` needed meanwhile are both kept;
+    # the early-closed stream's connection is dropped.
+    assert (idle_after_whole, idle_after_early) == (2, 1)
+
+
 def test_put_of_an_existing_key_keeps_it(seaweedfs: SeaweedFS, s3_target: S3Target) -> None:
     """`If-None-Match: *`: the second PUT is refused by the store (412), which is success for
     a content address; the stored bytes stay the first ones."""
@@ -231,6 +280,22 @@ def test_sequential_requests_reuse_one_connection(s3_target: S3Target) -> None:
     sequential, after_parallel = run(scenario())
     assert sequential == 1
     assert 1 < after_parallel <= 8
+
+
+def test_close_closes_every_connection(s3_target: S3Target) -> None:
+    async def scenario() -> tuple[int, int, str]:
+        client = client_for(s3_target)
+        await client.put_bytes(f"{s3_target.prefix}/c", b"c")
+        await asyncio.gather(*(client.head(f"{s3_target.prefix}/c") for _ in range(5)))
+        before = client.open_connections
+        await client.close()
+        with pytest.raises(StorageUnavailable) as caught:
+            await client.head(f"{s3_target.prefix}/c")
+        return before, client.open_connections, caught.value.message
+
+    before, after, message = run(scenario())
+    assert before >= 2
+    assert (after, message) == (0, "The S3 client is closed.")
 
 
 def test_a_stopped_store_is_unavailable_then_recovers(

@@ -155,7 +155,9 @@ def app_routes(server: Server) -> list[tuple[str, set[str]]]:
         methods = {
             method
             for method in handler.SUPPORTED_METHODS
-            if getattr(handler, method.lower())
+            # HEAD is GET without its body wherever GET is (RFC 9110 9.3.2), not an operation
+            if method != "HEAD"
+            and getattr(handler, method.lower())
             is not getattr(tornado.web.RequestHandler, method.lower())
         }
         if handler in (ApiNotFoundHandler, OpenApiHandler):

@@ -17,8 +17,9 @@ kept-alive connections on the same event loop.
 - Addressing: path-style (`ENDPOINT/BUCKET/KEY`) when an endpoint is configured; otherwise
   AWS virtual-host style (`https://BUCKET.s3.REGION.amazonaws.com/KEY`), or path-style on AWS
   for bucket names with dots (which a wildcard certificate cannot cover).
-- Time bounds: connect within `connect_timeout`; each whole request (waiting for a free
-  connection included) within `request_timeout`, plus time for the body at `min_rate` bytes/s.
+- Time bounds: connect within `connect_timeout` (2 s); each whole request (waiting for a free
+  connection included) within `request_timeout` (5 s), plus time for the body at `min_rate`
+  bytes/s (1 MiB/s: 15 s for a 10 MB upload).
   Nothing waits longer: a stopped or hung store is `StorageUnavailable` within the bound.
 - TLS: certificates and host names are verified for https endpoints (the system's CAs, or
   `ca_file`).
@@ -41,13 +42,14 @@ import os
 import re
 import ssl
 import time
+import weakref
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO, NoReturn, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
 from tornado import httputil
@@ -264,13 +266,14 @@ class _Collect(httputil.HTTPMessageDelegate):
             with contextlib.suppress(ValueError):
                 self.too_large = int(headers.get("Content-Length", "0")) > self.limit
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         self.size += len(chunk)
         if self.size > self.limit:
             self.too_large = True
             self.chunks.clear()
         else:
             self.chunks.append(chunk)
+        return None
 
     def finish(self) -> None:
         self.done = True
@@ -289,6 +292,151 @@ class _Body:
     path: str | None = None
 
 
+class _Channel:
+    """Chunks from the connection to the reader, at most `capacity` held: when it is full,
+    the connection stops reading the socket, and TCP slows the store down."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: deque[bytes] = deque()
+        self.ended = False
+        self.aborted = False
+        self.error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def put(self, chunk: bytes) -> None:
+        while len(self.items) >= self.capacity and not self.aborted:
+            self._writable.clear()
+            await self._writable.wait()
+        if not self.aborted:
+            self.items.append(chunk)
+            self._readable.set()
+
+    def abort(self) -> None:
+        """The reader is gone: drop what is held and whatever still arrives."""
+        self.aborted = True
+        self.items.clear()
+        self._writable.set()
+
+    def end(self, error: BaseException | None = None) -> None:
+        if not self.ended:
+            self.ended, self.error = True, error
+        self._readable.set()
+
+    async def get(self) -> bytes | None:
+        """The next chunk; None at the end; raises what ended the stream early."""
+        while not self.items and not self.ended:
+            self._readable.clear()
+            await self._readable.wait()
+        if self.items:
+            chunk = self.items.popleft()
+            self._writable.set()
+            return chunk
+        if self.error is not None:
+            raise self.error
+        return None
+
+
+class _Streaming(_Collect):
+    """A GET answer whose 2xx body goes through a `_Channel` (other bodies are collected)."""
+
+    def __init__(self, limit: int, capacity: int) -> None:
+        super().__init__(limit, head=False)
+        self.channel = _Channel(capacity)
+        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        super().headers_received(start_line, headers)
+        if not 200 <= self.status < 300:
+            return
+        self.too_large = False  # a 2xx body streams, whatever its size
+        if not self.headers_ready.done():
+            self.headers_ready.set_result(None)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if 200 <= self.status < 300:
+            return self.channel.put(chunk)  # awaited by the connection: back-pressure
+        super().data_received(chunk)
+        return None
+
+    def finish(self) -> None:
+        super().finish()
+        self.channel.end()
+        if not self.headers_ready.done():
+            self.headers_ready.set_result(None)
+
+    def on_connection_close(self) -> None:
+        self.channel.end(StreamClosedError(real_error=ConnectionError("closed mid-body")))
+        if not self.headers_ready.done():
+            self.headers_ready.set_result(None)
+
+
+class ObjectStream:
+    """An object being received by one GET, read forwards at the reader's pace."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        stream: IOStream | None,  # None: nothing to receive (at or past the end)
+        reading: asyncio.Future[bool] | None,
+        answer: _Streaming,
+        size: int,
+        release: Callable[[], None],
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._reading = reading
+        self._answer = answer
+        self.size = size
+        self._release = release
+        self._buffer = b""
+        self._closed = False
+
+    async def read(self, n: int) -> bytes:
+        """Up to n next bytes; b"" at the end. Each wait for the store is bounded."""
+        if not self._buffer:
+            try:
+                async with asyncio.timeout(self._client.request_timeout):
+                    chunk = await self._answer.channel.get()
+            except TimeoutError:
+                await self.close()
+                raise StorageUnavailable(
+                    "The object store stopped sending within "
+                    f"{self._client.request_timeout:.1f} s; try again shortly."
+                ) from None
+            except _TRANSIENT as exc:
+                await self.close()
+                raise StorageUnavailable(
+                    "The object store closed the connection mid-object; try again shortly."
+                ) from exc
+            if chunk is None:
+                return b""
+            self._buffer = chunk
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer = b""
+        answer, reading, stream = self._answer, self._reading, self._stream
+        if stream is not None and reading is not None:
+            if reading.done() and answer.done and not answer.channel.items:
+                alive = not reading.cancelled() and reading.exception() is None
+                self._client._finish(stream, "GET", answer, alive and reading.result())
+            else:
+                answer.channel.abort()  # not read to the end: the connection is dropped,
+                stream.close()  # and the connection's reading ends on its own
+        self._release()
+
+
 class _Pool:
     """Connections to one host:port, at most `limit` at a time, idle ones kept for reuse."""
 
@@ -299,12 +447,17 @@ class _Pool:
         self.port = port
         self.tls = tls
         self.slots = asyncio.Semaphore(limit)
+        # Streaming GETs hold their connection while the reader (a mail client, through the
+        # proxy) takes its time: they have slots of their own, so that they never starve
+        # the short calls.
+        self.stream_slots = asyncio.Semaphore(4 * limit)
         self.limit = limit
         self.connect_timeout = connect_timeout
         self.idle: deque[tuple[IOStream, float]] = deque()
         self.tcp: TCPClient | None = None  # made on first use, on the running loop
         self.closed = False
         self.connections_made = 0
+        self.streams: weakref.WeakSet[IOStream] = weakref.WeakSet()
 
     def take_idle(self) -> IOStream | None:
         now = time.monotonic()
@@ -326,6 +479,7 @@ class _Pool:
         )
         stream.set_nodelay(True)
         self.connections_made += 1
+        self.streams.add(stream)
         return stream
 
     def give_back(self, stream: IOStream) -> None:
@@ -353,8 +507,8 @@ class S3Client:
         config: S3Config,
         *,
         max_connections: int = 32,
-        connect_timeout: float = 3.0,
-        request_timeout: float = 10.0,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 5.0,
         min_rate: float = 1024 * 1024,
         executor: Executor | None = None,
         ca_file: str | None = None,
@@ -384,6 +538,11 @@ class S3Client:
         self._params = HTTP1ConnectionParameters(
             no_keep_alive=False, chunk_size=256 * 1024, max_header_size=64 * 1024
         )
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, in use or idle (0 after `close()` once requests ended)."""
+        return sum(not stream.closed() for stream in self._pool.streams)
 
     @property
     def connections_made(self) -> int:
@@ -443,6 +602,140 @@ class S3Client:
         if resp.status == 416:
             return b"", _total_size(resp.headers, key)
         self._raise(resp, key)
+
+    async def open_stream(self, key: str, start: int = 0) -> ObjectStream:
+        """The object from `start` to its end, by one GET whose body is read only as fast
+        as the caller reads (so a delete while it streams cannot cut it short). Raises
+        ObjectNotFound; at or past the end, the stream is empty. Close it."""
+        headers = {"range": f"bytes={start}-"} if start else {}
+        path = self._target(key)
+        pool = self._pool
+        if pool.closed:
+            raise StorageUnavailable("The S3 client is closed.")
+        await pool.stream_slots.acquire()
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                for attempt in range(3):
+                    opened = await self._open_stream(path, headers, key)
+                    if opened is None:  # a kept-alive connection turned out closed
+                        continue
+                    if isinstance(opened, ObjectStream):
+                        return opened
+                    if opened.status in (500, 503) and attempt == 0:
+                        await asyncio.sleep(0.05)
+                        continue
+                    if opened.status >= 500:
+                        raise StorageUnavailable(
+                            f"The object store answered {opened.status} "
+                            f"{_error_code(opened)}; try again shortly."
+                        )
+                    if opened.status == 416:
+                        return _empty_stream(self, _total_size(opened.headers, key))
+                    self._raise(opened, key)
+                raise StorageUnavailable(
+                    "The object store keeps closing the connection; try again shortly."
+                )
+        except ObjectNotFound:  # an OSError, but no outage
+            pool.stream_slots.release()
+            raise
+        except TimeoutError:
+            pool.stream_slots.release()
+            raise StorageUnavailable(
+                f"The object store did not answer GET within {self.request_timeout:.1f} s; "
+                "try again shortly."
+            ) from None
+        except _TRANSIENT as exc:
+            pool.stream_slots.release()
+            reason = getattr(exc, "real_error", None) or exc
+            raise StorageUnavailable(
+                f"The object store is unreachable ({reason or type(exc).__name__}); "
+                "try again shortly."
+            ) from exc
+        except BaseException:
+            pool.stream_slots.release()
+            raise
+
+    async def _open_stream(
+        self, path: str, extra: Mapping[str, str], key: str
+    ) -> ObjectStream | Response | None:
+        """Send the GET and wait for its headers: a stream for a 2xx, the whole (small)
+        answer otherwise, None when a reused connection was found closed."""
+        headers = {"host": self._host_header, **extra}
+        headers.update(
+            sign(
+                "GET",
+                path,
+                {},
+                headers,
+                EMPTY_SHA256,
+                self.config.credentials,
+                self.config.region,
+                datetime.now(UTC),
+            )
+        )
+        pool = self._pool
+        stream = pool.take_idle()
+        reused = stream is not None
+        if stream is None:
+            stream = await pool.connect()
+        answer = _Streaming(MAX_ERROR_BYTES, capacity=4)
+        conn = HTTP1Connection(stream, True, self._params)
+        conn.set_max_body_size(1 << 62)  # a 2xx body streams; others are bounded by `answer`
+        reading: asyncio.Future[bool] | None = None
+        try:
+            await conn.write_headers(
+                httputil.RequestStartLine("GET", path, "HTTP/1.1"), httputil.HTTPHeaders(headers)
+            )
+            conn.finish()
+            reading = asyncio.ensure_future(conn.read_response(answer))
+            reading.add_done_callback(_retrieve)  # a stream closed early ends it with an error
+            waits: list[asyncio.Future[Any]] = [reading, answer.headers_ready]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.started:
+                stream.close()
+                if reused:
+                    return None
+                raise StreamClosedError(real_error=ConnectionError("closed before answering"))
+            if 200 <= answer.status < 300:
+                size = _stream_size(answer.headers, key)
+                released = False
+
+                def release() -> None:
+                    nonlocal released
+                    if not released:
+                        released = True
+                        pool.stream_slots.release()
+
+                return ObjectStream(self, stream, reading, answer, size, release)
+            alive = await reading
+        except BaseException:
+            stream.close()
+            if reading is not None and not reading.done():
+                reading.cancel()
+            raise
+        if answer.too_large or not answer.done:
+            stream.close()
+            raise StreamClosedError(real_error=ConnectionError("an unusable error answer"))
+        self._finish(stream, "GET", answer, alive)
+        return Response(answer.status, answer.headers, b"".join(answer.chunks))
+
+    def _finish(self, stream: IOStream, method: str, answer: _Collect, alive: bool) -> None:
+        """Keep the connection for the next request if the answer allows, else close it."""
+        keep = (
+            alive
+            and answer.version == "HTTP/1.1"
+            and answer.headers.get("Connection", "").lower() != "close"
+            and (
+                "Content-Length" in answer.headers
+                or "chunked" in answer.headers.get("Transfer-Encoding", "").lower()
+                or method == "HEAD"
+                or answer.status in (204, 304)
+            )
+        )
+        if keep:
+            self._pool.give_back(stream)
+        else:
+            stream.close()
 
     async def head(self, key: str) -> ObjectInfo:
         resp = await self._request("HEAD", key)
@@ -647,22 +940,7 @@ class S3Client:
                 if reused and not delegate.started:
                     return None
                 raise StreamClosedError(real_error=ConnectionError("the connection closed"))
-            keep = (
-                alive
-                and wrote_all
-                and delegate.version == "HTTP/1.1"
-                and delegate.headers.get("Connection", "").lower() != "close"
-                and (
-                    "Content-Length" in delegate.headers
-                    or "chunked" in delegate.headers.get("Transfer-Encoding", "").lower()
-                    or method == "HEAD"
-                    or delegate.status in (204, 304)
-                )
-            )
-            if keep:
-                pool.give_back(stream)
-            else:
-                stream.close()
+            self._finish(stream, method, delegate, alive and wrote_all)
         return Response(delegate.status, delegate.headers, b"".join(delegate.chunks))
 
     async def _write_file(self, conn: HTTP1Connection, body: _Body, answer: _Collect) -> bool:
@@ -740,6 +1018,28 @@ def _parse_list(body: bytes) -> tuple[list[ObjectInfo], str | None]:
         elif name == "NextContinuationToken":
             token = el.text or None
     return objects, token if truncated else None
+
+
+def _retrieve(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _stream_size(headers: httputil.HTTPHeaders, key: str) -> int:
+    """The whole object's size from a 206's Content-Range, or a 200's Content-Length."""
+    if "Content-Range" in headers:
+        return _total_size(headers, key)
+    try:
+        return int(headers["Content-Length"])
+    except (KeyError, ValueError):
+        raise S3Error(0, "NoContentLength", f"no size in the answer for {key!r}") from None
+
+
+def _empty_stream(client: S3Client, size: int) -> ObjectStream:
+    """A stream at (or past) the end of an object: nothing to read."""
+    answer = _Streaming(0, capacity=1)
+    answer.channel.end()
+    return ObjectStream(client, None, None, answer, size, client._pool.stream_slots.release)
 
 
 _CONTENT_RANGE = re.compile(r"^bytes (?:\d+-\d+|\*)/(\d+)$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,10 @@ SECURITY_HEADERS = (
 )
 
 
+def error_payload(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything a handler may use, handed to it through `initialize`."""
@@ -38,12 +43,37 @@ class Services:
     auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
 
+def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
+    """The methods a handler class implements (RFC 9110 10.2.1 `Allow`), HEAD with GET."""
+    base = tornado.web.RequestHandler
+    methods = [
+        m
+        for m in handler.SUPPORTED_METHODS
+        if getattr(handler, m.lower()) is not getattr(base, m.lower())
+    ]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return methods
+
+
+def set_allow(handler: tornado.web.RequestHandler, status_code: int) -> None:
+    """Every 405 names the methods the route does accept (RFC 9110 15.5.6); called from
+    `write_error`, after `send_error` has cleared the headers."""
+    if status_code == 405:
+        handler.set_header("Allow", ", ".join(allowed_methods(type(handler))))
+
+
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
     error_code: str | None = None  # the code of the error answered, for the metrics
 
     def initialize(self, services: Services) -> None:
         self.services = services
+
+    def head(self, *args: str) -> Awaitable[None] | None:
+        """HEAD wherever GET is (RFC 9110 9.3.2): the same handler, its body dropped by
+        Tornado, so the headers are exactly GET's (Content-Length included)."""
+        return self.get(*args)
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no response names our software or its version
@@ -60,6 +90,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one place that renders an error body: the contract's JSON shape."""
+        set_allow(self, status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")  # unless the error says otherwise
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = exc.body()
@@ -73,9 +106,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 message = generic_message(status_code, reason)
             body = error_body(status_code, generic_code(status_code), message)
         self.error_code = body["error"]["code"]
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = error_payload(body)
         if self.request.method == "HEAD":  # the headers GET would send, and no body
             self.set_header("Content-Length", str(len(payload)))
             self.finish()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tornado.web
 
 from appliance.config import cli_command, static_dir
-from appliance.handlers.base import SECURITY_HEADERS, BaseHandler
+from appliance.handlers.base import SECURITY_HEADERS, BaseHandler, set_allow
 
 GALLERY_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -28,9 +30,6 @@ class GalleryHandler(BaseHandler):
         command = f'<html data-command="{cli_command()}"'.encode()
         self.finish(page.replace(b"<html", command, 1))
 
-    def head(self) -> None:
-        self.get()  # the headers GET sends (Content-Length included), no body
-
 
 class StaticHandler(tornado.web.StaticFileHandler):
     def set_default_headers(self) -> None:
@@ -41,3 +40,7 @@ class StaticHandler(tornado.web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        set_allow(self, status_code)
+        super().write_error(status_code, **kwargs)

@@ -23,9 +23,6 @@ class HealthHandler(_PlainHandler):
     async def get(self) -> None:
         self.finish("ok")
 
-    async def head(self) -> None:
-        await self.get()
-
 
 class ReadyHandler(_PlainHandler):
     """Readiness: the database and the blob store answer, and the data directory has room."""
@@ -38,9 +35,6 @@ class ReadyHandler(_PlainHandler):
             self.set_header("Retry-After", "5")
         lines = ["ready" if ready else "not ready", *(c.line() for c in checks)]
         self.finish("\n".join(lines) + "\n")
-
-    async def head(self) -> None:
-        await self.get()
 
 
 class ImageStatsHandler(ApiHandler):

@@ -15,15 +15,19 @@ from datetime import UTC, datetime
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import StreamClosedError
 
-from appliance import conditional
+from appliance import conditional, variants
 from appliance.blobs import BlobNotFound, BlobReader
-from appliance.errors import ApiError, BadRequest, Gone, NotFound
-from appliance.handlers.base import BaseHandler, Services
-from appliance.imaging import THUMBNAIL_VERSION
-from appliance.library import THUMBNAIL, Library
+from appliance.errors import ApiError, Gone, NotFound
+from appliance.handlers.base import BaseHandler, Services, error_payload
+from appliance.library import Library
 from appliance.store import ImageRecord
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+# A deleted image is gone for ever (ids are never reused), so its 410 may be cached, but not
+# for ever: a day lets mail proxies and CDNs absorb the reopening of old newsletters, while a
+# library restored from a backup (the one way a deleted id comes back) serves again within a
+# day. Not `immutable`, so that a reload revalidates.
+GONE_CACHE_CONTROL = "public, max-age=86400"
 # Beyond BaseHandler's nosniff and Referrer-Policy: image bytes are never a document that
 # could run script, and mail clients on any origin may embed them.
 PUBLIC_HEADERS = (
@@ -31,7 +35,17 @@ PUBLIC_HEADERS = (
     ("Cross-Origin-Resource-Policy", "cross-origin"),
 )
 CHUNK = 1024 * 1024  # 64 KiB chunks cost 1.7x the CPU per MB (make bench, 10 MB GET)
-VARIANTS = (None, THUMBNAIL)
+
+
+def gone() -> Gone:
+    return Gone(
+        "This image was deleted.",
+        code="image_deleted",
+        headers={"Cache-Control": GONE_CACHE_CONTROL},
+    )
+
+
+GONE_BODY = error_payload(gone().body())  # the fast lane answers with exactly these bytes
 
 
 class PreconditionFailed(ApiError):
@@ -63,8 +77,12 @@ def _created(record: ImageRecord) -> datetime:
     return datetime.strptime(record.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
+CacheKey = tuple[str, str]  # (image id, variants.Ask.key)
+
+
 class RepresentationCache:
-    """LRU of representations by (id, variant), bounded in entries and in body bytes."""
+    """LRU of representations by (id, what was asked), bounded in entries and in body
+    bytes. The query and path forms of one ask share a key."""
 
     def __init__(
         self,
@@ -75,38 +93,44 @@ class RepresentationCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_body = max_body
-        self._entries: OrderedDict[tuple[str, str | None], Representation] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, Representation] = OrderedDict()
+        self._asks: dict[str, set[str]] = {}  # image id -> its asks in the cache
         self._bytes = 0
         # Answers made from memory and answers that loaded first (read by the metrics).
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[str, str | None]) -> Representation | None:
+    def get(self, key: CacheKey) -> Representation | None:
         rep = self._entries.get(key)
         if rep is not None:
             self._entries.move_to_end(key)
         return rep
 
-    def put(self, key: tuple[str, str | None], rep: Representation) -> None:
+    def put(self, key: CacheKey, rep: Representation) -> None:
         self.discard(key)
         self._entries[key] = rep
+        self._asks.setdefault(key[0], set()).add(key[1])
         self._bytes += len(rep.body or b"")
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, old = self._entries.popitem(last=False)
-            self._bytes -= len(old.body or b"")
+            self.discard(next(iter(self._entries)))
 
-    def discard(self, key: tuple[str, str | None]) -> None:
+    def discard(self, key: CacheKey) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= len(old.body or b"")
+            asks = self._asks[key[0]]
+            asks.discard(key[1])
+            if not asks:
+                del self._asks[key[0]]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._asks.clear()
         self._bytes = 0
 
     def forget(self, image_id: str) -> None:
-        for variant in VARIANTS:
-            self.discard((image_id, variant))
+        for ask in list(self._asks.get(image_id, ())):
+            self.discard((image_id, ask))
 
 
 @dataclass(frozen=True)
@@ -190,21 +214,23 @@ class PublicImageHandler(BaseHandler):
     def library(self) -> Library:
         return self.services.library
 
-    async def head(self, image_id: str) -> None:
-        await self.get(image_id, include_body=False)
+    async def head(self, path: str) -> None:  # type: ignore[override]
+        await self.get(path, include_body=False)
 
-    async def get(self, image_id: str, include_body: bool = True) -> None:
-        variant = self._variant()
+    async def get(self, path: str, include_body: bool = True) -> None:
+        image_id, ask = variants.split_path(path)
+        if ask is None:
+            ask = variants.from_query(self._query())
         record = await self.library.public_record(image_id)  # from its cache when it can
         if record is None:
             raise NotFound("No image with this id.", code="image_not_found")
         if record.deleted_at is not None:
-            raise Gone("This image was deleted.", code="image_deleted")
-        rep = self.cache.get((image_id, variant))
+            raise gone()
+        rep = self.cache.get((image_id, ask.key))
         reader = None
         if rep is None:
             self.cache.misses += 1
-            rep, reader = await self._load(record, variant)
+            rep, reader = await self._load(record, ask)
         else:
             self.cache.hits += 1
         try:
@@ -217,25 +243,20 @@ class PublicImageHandler(BaseHandler):
             if reader is not None:
                 await reader.close()
 
-    def _variant(self) -> str | None:
-        values = self.request.query_arguments.get("variant")
-        if not values:
-            return None
-        value = values[-1].decode("latin-1")
-        if len(values) > 1 or value not in VARIANTS:
-            raise BadRequest(
-                f"Unknown variant {value[:40]!r}; the only variant is 'thumbnail'.",
-                code="unknown_variant",
-            )
-        return value
+    def _query(self) -> dict[str, list[str]]:
+        return {
+            name: [v.decode("latin-1") for v in values]
+            for name, values in self.request.query_arguments.items()
+        }
 
     async def _load(
-        self, record: ImageRecord, variant: str | None
+        self, record: ImageRecord, ask: variants.Ask
     ) -> tuple[Representation, BlobReader | None]:
         """The representation, kept in the cache; with the open reader when its body is too
         large to keep (the caller streams from it and closes it)."""
         try:
-            reader = await self.library.open_representation(record, variant)
+            rendering = await self.library.resolve(record, ask)
+            rendering, reader = await self.library.open_representation(record, rendering)
         except BlobNotFound:
             raise await self._vanished(record) from None
         try:
@@ -245,29 +266,25 @@ class PublicImageHandler(BaseHandler):
             raise
         if body is not None:
             await reader.close()
-        if variant == THUMBNAIL:
-            etag = f'"{record.sha256[:32]}-t{THUMBNAIL_VERSION}"'
-        else:
-            etag = f'"{record.sha256}"'
         modified = _created(record)
         rep = Representation(
             sha256=record.sha256,
-            variant=variant,
+            variant=None if rendering is None else rendering.name,
             size=reader.size if body is None else len(body),
-            mime_type=record.mime_type,
-            etag=etag,
+            mime_type=record.mime_type if rendering is None else rendering.mime_type,
+            etag=f'"{record.sha256}"' if rendering is None else rendering.etag(record.sha256),
             last_modified=modified,
             last_modified_header=conditional.http_date(modified),
             body=body,
         )
-        self.cache.put((record.id, variant), rep)
+        self.cache.put((record.id, ask.key), rep)
         return rep, (None if body is not None else reader)
 
     async def _vanished(self, record: ImageRecord) -> ApiError:
         """The file went away under us: the image was deleted meanwhile (else a bug)."""
         current = await self.library.images.get_public(record.id)
         if current is not None and current.deleted_at is not None:
-            return Gone("This image was deleted.", code="image_deleted")
+            return gone()
         return ApiError("The image's file is missing; the error was logged.")
 
     def _send(self, rep: Representation, include_body: bool) -> conditional.ByteRange | None:

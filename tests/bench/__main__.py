@@ -3,9 +3,11 @@
 Knobs (environment):
   BENCH_DURATION       seconds of each wrk/ab run (default 6)
   BENCH_CONNECTIONS    wrk/ab connections (default 32)
-  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,uploads,library,startup,
-                       pg_library,ops,scaleout
+  BENCH_SECTIONS       a comma-separated subset of: proxy,thumbnails,variants,uploads,
+                       library,startup,pg_library,ops,scaleout,s3
   BENCH_PG_LIBRARY_SIZE  images in the PostgreSQL-vs-SQLite store comparison (default 1000000)
+  BENCH_DATABASE       s3: a postgresql:// URL for the S3-backed node (default SQLite)
+  BENCH_WEED_CORE      s3: pin SeaweedFS to this core (default: not pinned)
   BENCH_IMPORT_FILES   files the ops section imports (default 1000; 0 skips the import)
   BENCH_OPS_ROUNDS     on/off rounds of the ops section (default 5)
   BENCH_LIBRARY_SIZES  library sizes (default 10000,100000,1000000)
@@ -31,10 +33,12 @@ from tests.bench import (
     pg_library,
     proxy,
     report,
+    s3,
     scaleout,
     startup,
     thumbnails,
     uploads,
+    variants,
 )
 from tests.bench.common import (
     CLIENT_CORE,
@@ -59,12 +63,14 @@ def _sections() -> dict[str, Section]:
     return {
         "proxy": proxy.run,
         "thumbnails": thumbnails.run,
+        "variants": variants.run,
         "uploads": uploads.run,
         "library": lambda ctx, media: library.run(ctx, media, sizes or library.SIZES),
         "startup": startup.run,
         "pg_library": pg_library.run,
         "ops": ops.run,
         "scaleout": scaleout.run,
+        "s3": s3.run,
     }
 
 
