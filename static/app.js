@@ -814,7 +814,8 @@ function card(image, index) {
   const img = h("img", {
     src: localImageUrl(variantUrl(image, 320)),
     srcset: srcsetFor(image, 800, localImageUrl),
-    sizes: "(max-width: 720px) 45vw, 240px",
+    // Never wider than the image itself: a small image is not blown up by srcset's density.
+    sizes: `(max-width: 720px) min(45vw, ${tw}px), ${Math.min(240, tw)}px`,
     alt: image.alt_text || "",
     width: tw,
     height: th,
@@ -1312,7 +1313,8 @@ function fillDetails(image, { keepEdits = false } = {}) {
     preview.width = Number(image.width) || 0;
     preview.height = Number(image.height) || 0;
     preview.style.aspectRatio = `${preview.width} / ${preview.height}`;
-    preview.sizes = "(max-width: 820px) 90vw, 520px";
+    const own = Number(image.width) || 520;
+    preview.sizes = `(max-width: 820px) min(90vw, ${own}px), ${Math.min(520, own)}px`;
     preview.srcset = srcsetFor(image, 2000, localImageUrl);
     preview.src = src;
   }

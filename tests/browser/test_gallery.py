@@ -23,16 +23,6 @@ REQUIRED_CSP = (
 )
 
 
-VARIANT_PATH = re.compile(r"/i/img_[A-Za-z0-9]+/w\d+\.(png|jpg|gif|webp)$")
-
-
-def variant_refusal(message: str) -> bool:
-    """A console line for a resized variant that did not load (the gallery then shows the
-    thumbnail). Until the variants branch merges, /i/{id}/w{N}.{ext} answers 404 here."""
-    text, _, url = message.partition(" @ ")
-    return "Failed to load resource" in text and bool(VARIANT_PATH.search(url))
-
-
 def api_images(server: Any, key: str | None = None, **query: str) -> dict[str, Any]:
     qs = "&".join(f"{k}={v}" for k, v in query.items())
     resp = server.request("GET", f"/v3/images?{qs}", key=key or server.api_key)
@@ -617,8 +607,7 @@ def test_csp_header_and_no_inline_code(gallery: Gallery, server: Any, console: C
     gallery.open_details("one.png")
     expect(page.locator("#details-image")).to_have_js_property("complete", True)
     page.wait_for_function("() => document.getElementById('details-image').naturalWidth === 40")
-    # Nothing but (until the variants land on this branch) the resized variants' refusals.
-    assert [m for m in console.messages if not variant_refusal(m)] == [], console.messages
+    assert console.messages == []
     assert console.page_errors == []
 
 
