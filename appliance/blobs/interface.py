@@ -93,6 +93,16 @@ class TempBlob:
             self.path.unlink()
 
 
+def empty_directory(path: Path) -> int:
+    """Blocking. Remove the files directly in `path` (a node's scratch leftovers)."""
+    count = 0
+    for p in path.iterdir():
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            p.unlink()
+            count += 1
+    return count
+
+
 class BlobReader(Protocol):
     """An open object, read forwards from where it was opened."""
 

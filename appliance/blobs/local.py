@@ -23,6 +23,7 @@ from appliance.blobs.interface import (
     TempBlob,
     check_digest,
     check_variant,
+    empty_directory,
     is_digest,
 )
 from appliance.errors import StorageUnavailable
@@ -186,16 +187,8 @@ class LocalBlobStore:
             raise BlobNotFound(str(path))
         yield str(path)
 
-    def _sweep_scratch(self) -> int:
-        count = 0
-        for p in self.scratch.iterdir():
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                p.unlink()
-                count += 1
-        return count
-
     async def sweep_scratch(self) -> int:
-        return await self._run(self._sweep_scratch)
+        return await self._run(empty_directory, self.scratch)
 
     async def ping(self) -> None:
         try:

@@ -30,6 +30,7 @@ from appliance.blobs.interface import (
     TempBlob,
     check_digest,
     check_variant,
+    empty_directory,
     is_digest,
 )
 from appliance.blobs.s3client import ObjectNotFound, ObjectStream, S3Client, S3Config, S3Error
@@ -224,16 +225,8 @@ class S3BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 await self._run(os.unlink, path)
 
-    def _sweep_scratch(self) -> int:
-        count = 0
-        for p in self.scratch.iterdir():
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                p.unlink()
-                count += 1
-        return count
-
     async def sweep_scratch(self) -> int:
-        return await self._run(self._sweep_scratch)
+        return await self._run(empty_directory, self.scratch)
 
     async def ping(self) -> None:
         """A one-key listing under the prefix, within `PING_SECONDS`."""
