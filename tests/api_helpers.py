@@ -274,3 +274,22 @@ def serving(
 
 def printed_keys(lines: list[str]) -> list[str]:
     return [m.group(0) for line in lines for m in re.finditer(r"pk_[A-Za-z0-9_]+", line)]
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "6m") mounted at `mount`, for full-disk tests (needs root, as
+    CI has); the test is skipped where mounting is refused."""
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -5,7 +5,6 @@ room. The data directory lives on a small tmpfs (mounting one needs root, as CI 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,13 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.api_helpers import assert_error
+from tests.api_helpers import assert_error, small_tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "disk", "6m") as mount:
+        yield mount
 
 
 def test_a_full_disk_answers_507_and_loses_nothing(small_disk: Path, server_factory: Any) -> None:

@@ -25,7 +25,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import images
-from tests.api_helpers import ROOT, assert_error, clean_env, db_query, uploaded, wait_until
+from tests.api_helpers import (
+    ROOT,
+    assert_error,
+    clean_env,
+    db_query,
+    small_tmpfs,
+    uploaded,
+    wait_until,
+)
 from tests.conftest import Response, Server
 
 PLAIN_HEADERS = {
@@ -104,18 +112,8 @@ def test_readyz_fails_while_the_database_file_cannot_be_opened(server: Server) -
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "disk", "16m") as mount:
+        yield mount
 
 
 def test_readyz_fails_below_the_free_space_threshold(small_disk: Path, server_factory: Any) -> None:
