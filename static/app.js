@@ -1288,8 +1288,13 @@ function onDetailsClosed() {
   }
   details.pushed = false;
   // Back to the card that opened the dialog, or to the one now in its place, never <body>.
+  // The close event comes a task after close(): a key pressed in between ("/" to search) may
+  // already have moved focus on, and that choice stands.
   const opener = details.opener;
   details.opener = null;
+  const active = document.activeElement;
+  const dialog = $("details-dialog");
+  if (active instanceof HTMLElement && active !== document.body && !dialog.contains(active) && !active.closest("#grid")) return;
   if (opener?.isConnected) {
     opener.focus();
     return;
