@@ -45,7 +45,7 @@ def run(ctx: Context, media: Media) -> tuple[list[Row], dict[str, Any]]:
         s3_node = Appliance.start(ctx, ctx.subdir("s3") / "node", env=env)
         dir_node = Appliance.start(ctx, ctx.subdir("s3") / "dir-node")
         try:
-            cold = _cold_gets(s3_node, target, data)
+            cold = cold_gets(s3_node, target, data, COLD_GETS)
             uploads = {
                 name: Uploader(node.port, node.auth(), data).run(UPLOADS, 1)
                 for name, node in (("s3", s3_node), ("directory", dir_node))
@@ -95,11 +95,11 @@ def run(ctx: Context, media: Media) -> tuple[list[Row], dict[str, Any]]:
     return rows, raw
 
 
-def _cold_gets(node: Appliance, target: S3Target, data: bytes) -> dict[str, list[float]]:
-    """Upload 2 x COLD_GETS distinct images through the node; then, in turns, GET one of
-    the first set through the node and one of the second set straight from the store."""
-    images = [node.upload(_distinct(data, n), f"cold-{n}.jpg") for n in range(2 * COLD_GETS)]
-    through, direct = images[:COLD_GETS], images[COLD_GETS:]
+def cold_gets(node: Appliance, target: S3Target, data: bytes, count: int) -> dict[str, list[float]]:
+    """Upload 2 x count distinct images through the node; then, in turns, GET one of the
+    first set through the node and one of the second set straight from the store."""
+    images = [node.upload(_distinct(data, n), f"cold-{n}.jpg") for n in range(2 * count)]
+    through, direct = images[:count], images[count:]
     client = Client(node.port)
     client.request("GET", "/healthz")  # the connection is open before the clock runs
     prefix = f"{target.prefix}/" if target.prefix else ""

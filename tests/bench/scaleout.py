@@ -3,23 +3,23 @@ embedded SQLite and blob directory, side by side in one run.
 
 - hot 200 KB GET (wrk): the S3-backed node answers from memory, as the directory one does;
 - cold 200 KB GET: each image's first request, which reads its bytes from the store, against
-  a GET of the same object straight from the store with the node's own S3 client;
+  a GET of another fresh object of the same size straight from the store with the node's own
+  S3 client, in turns (`tests.bench.s3.cold_gets`);
 - 200 KB upload p50, one at a time: PostgreSQL + S3 against SQLite + directory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-from appliance.blobs.s3client import S3Client
 from tests.bench import load
 from tests.bench.common import Client, Context, Row, fmt_ms, fmt_rate, percentile, ratio
 from tests.bench.media import Media, unique_jpeg
+from tests.bench.s3 import cold_gets
 from tests.bench.servers import Appliance
 from tests.pg_server import running_postgres
-from tests.s3_server import SeaweedFS
+from tests.s3_server import S3Target, SeaweedFS
 
 COLD_IMAGES = 150
 UPLOADS = 60
@@ -35,7 +35,7 @@ def run(ctx: Context, media: Media) -> tuple[list[Row], dict[str, Any]]:
         try:
             raw: dict[str, Any] = {}
             rows = [_hot(ctx, embedded, scaled, photo, raw)]
-            rows.append(_cold(scaled, target.config(), photo, raw))
+            rows.append(_cold(scaled, target, photo, raw))
             rows.append(_uploads(embedded, scaled, photo, raw))
             return rows, raw
         finally:
@@ -66,21 +66,12 @@ def _hot(
     )
 
 
-def _cold(scaled: Appliance, config: Any, photo: bytes, raw: dict[str, Any]) -> Row:
-    images = [
-        scaled.upload(unique_jpeg(photo, f"cold-{n}".encode()), f"c{n}.jpg")
-        for n in range(COLD_IMAGES)
-    ]
-    # Restart-free cold reads: each image is asked for once, for the first time, so its
-    # bytes come from the store (uploads keep no body in memory).
-    client = Client(scaled.port)
-    node: list[float] = []
-    for image in images:
-        started = time.perf_counter()
-        answer = client.request("GET", f"/i/{image['id']}")
-        node.append(time.perf_counter() - started)
-        assert answer.status == 200 and len(answer.body) == image["size_bytes"], answer.status
-    direct = asyncio.run(_direct_gets(config, [str(i["sha256"]) for i in images]))
+def _cold(scaled: Appliance, target: S3Target, photo: bytes, raw: dict[str, Any]) -> Row:
+    # Each image is asked for once, for the first time, so its bytes come from the store
+    # (uploads keep no body in memory); the direct side reads other, equally fresh objects,
+    # in turns with the node, so neither reads what the other just warmed in the store.
+    times = cold_gets(scaled, target, photo, COLD_IMAGES)
+    node, direct = times["node"], times["direct"]
     raw["cold_get"] = {"node_s": node, "direct_s": direct}
     p_node, p_direct = percentile(node, 50), percentile(direct, 50)
     q = ratio(p_node, p_direct)
@@ -94,20 +85,6 @@ def _cold(scaled: Appliance, config: Any, photo: bytes, raw: dict[str, Any]) -> 
         passed=None if q is None else q <= 1.50,
         data={"n": len(node)},
     )
-
-
-async def _direct_gets(config: Any, digests: list[str]) -> list[float]:
-    client = S3Client(config)
-    base = f"{config.prefix}/" if config.prefix else ""
-    times = []
-    try:
-        for sha in digests:
-            started = time.perf_counter()
-            await client.get(f"{base}blobs/{sha[:2]}/{sha}")
-            times.append(time.perf_counter() - started)
-    finally:
-        await client.close()
-    return times
 
 
 def _uploads(embedded: Appliance, scaled: Appliance, photo: bytes, raw: dict[str, Any]) -> Row:
