@@ -14,13 +14,12 @@ live counts computed once (triggers off while copying).
 
     python -m tests.bench.pg_library [SIZE]      (or BENCH_SECTIONS=pg_library make bench)
 
-Measured here once, 2026-12-01, at 1,000,000 images, on a shared 2-core machine with a load
-average of about 10 (other sessions' builds and browser tests): p50 PostgreSQL / SQLite, ms:
-list page 1 1.87 / 0.50; page in the middle 133 / 133; folder= 1.93 / 18.0; 'marzipan'
-(100 found) 7.1 / 3.2; 'sale' (250,000 found) 792 / 178; 'ea' (2 characters, 341,599 found)
-903 / 5044. Totals equal on both. A delete seen by another instance: 4.7 ms p50, the
-delete's own commit included. Seeding: SQLite 510 s, PostgreSQL 189 s; initdb 4.5 s and
-start 0.3 s under that load (1.0 s and 0.05 s on a quieter moment).
+Measured on a quiet 2-core machine, 2026-12-02, at 1,000,000 images: p50 PostgreSQL /
+SQLite, ms: list page 1 0.56 / 0.24; page in the middle 26.5 / 22.9; folder= 0.64 / 6.53;
+'marzipan' (100 found) 1.85 / 1.08; 'sale' (250,000 found) 283 / 17.1; 'ea' (2 characters,
+341,599 found) 297 / 403. Totals equal on both. A delete seen by another instance: 2.21 ms
+p50, the delete's own commit included. Seeding: SQLite 86 s, PostgreSQL 32 s; initdb 0.55 s,
+start 0.05 s.
 """
 
 from __future__ import annotations
