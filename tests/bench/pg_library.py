@@ -14,12 +14,7 @@ live counts computed once (triggers off while copying).
 
     python -m tests.bench.pg_library [SIZE]      (or BENCH_SECTIONS=pg_library make bench)
 
-Measured on a quiet 2-core machine, 2026-12-02, at 1,000,000 images: p50 PostgreSQL /
-SQLite, ms: list page 1 0.56 / 0.24; page in the middle 26.5 / 22.9; folder= 0.64 / 6.53;
-'marzipan' (100 found) 1.85 / 1.08; 'sale' (250,000 found) 283 / 17.1; 'ea' (2 characters,
-341,599 found) 297 / 403. Totals equal on both. A delete seen by another instance: 2.21 ms
-p50, the delete's own commit included. Seeding: SQLite 86 s, PostgreSQL 32 s; initdb 0.55 s,
-start 0.05 s.
+The latest figures, with the machine and the date, are in the README (Performance).
 """
 
 from __future__ import annotations
